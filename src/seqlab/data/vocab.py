@@ -1,0 +1,250 @@
+"""Vocabularies and tokenisers at three levels: char, byte and word.
+
+Special tokens, the same scheme at every level:
+
+* ``<unk>`` (id 0, char and word level): stands for anything not seen in training. Every model
+  gives it non-zero probability, so text with unseen symbols can always be scored; evaluation
+  counts how many tokens fell back to it. Byte level needs none: all 256 bytes are in the vocab.
+* the end-of-line token: ``"\\n"`` at char level, ``<eos>`` at word level (one per line, as in
+  the Penn Treebank LM data), byte 10 at byte level. It is an ordinary token: it is predicted,
+  scored and counted like any other. It also serves as the virtual token that precedes the first
+  token of every stream, so the first token is scored "as if after a newline".
+
+A vocabulary is saved as JSON: ``{"level": ..., "tokens": [...]}``, ids being list positions.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from seqlab.errors import SeqlabError, describe
+from seqlab.io import write_json
+
+Level = Literal["char", "byte", "word"]
+LEVELS: tuple[str, ...] = ("char", "byte", "word")
+UNK, EOS = "<unk>", "<eos>"
+CHUNK_BYTES = 1 << 20  # files are read in 1 MiB pieces, so no corpus has to fit in memory
+
+
+@dataclass
+class Vocab:
+    """Maps tokens to ids and back. Build one with `Vocab.build` or `Vocab.load`."""
+
+    level: Level
+    tokens: list[str]
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise SeqlabError(f"vocabulary level must be one of {LEVELS}, got {self.level!r}")
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        if len(self.index) != len(self.tokens):
+            raise SeqlabError("vocabulary has duplicate tokens")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def unk_id(self) -> int | None:
+        return self.index.get(UNK) if self.level != "byte" else None
+
+    @property
+    def eos_id(self) -> int:
+        """The end-of-line token; also the virtual token before the first token of a stream."""
+        return {"char": self.index.get("\n", 0), "word": self.index.get(EOS, 0), "byte": 10}[
+            self.level
+        ]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every id."""
+        n = len(self)
+        return np.dtype(np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.uint32)
+
+    # --- building -------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        units: Iterable[np.ndarray | list[str]],
+        level: Level,
+        *,
+        min_count: int = 1,
+        max_size: int | None = None,
+    ) -> Vocab:
+        """Build a vocabulary from the unit stream of `iter_units` (training text only)."""
+        if level == "byte":
+            return cls("byte", [f"<0x{b:02X}>" for b in range(256)])
+        counts: Counter[str] = Counter()
+        for chunk in units:
+            if level == "char":
+                cps, n = np.unique(chunk, return_counts=True)
+                counts.update({chr(c): int(k) for c, k in zip(cps, n, strict=True)})
+            else:
+                counts.update(chunk)
+        specials = [UNK, "\n"] if level == "char" else [UNK, EOS]
+        for s in specials:
+            counts.pop(s, None)
+        # Most frequent first; ties broken alphabetically, so the vocabulary is deterministic.
+        kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[: max(0, max_size - len(specials))]
+        return cls(level, specials + (sorted(kept) if level == "char" else kept))
+
+    # --- persistence ----------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"level": self.level, "tokens": self.tokens}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Vocab:
+        if not isinstance(obj, dict) or set(obj) != {"level", "tokens"}:
+            raise SeqlabError(f"vocabulary JSON must have keys level and tokens, got {obj!r:.80}")
+        return cls(obj["level"], list(obj["tokens"]))
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        from seqlab.io import read_json
+
+        return cls.from_json(read_json(path))
+
+    # --- encoding and decoding ------------------------------------------------------------
+    def encode_units(self, chunk: np.ndarray | list[str]) -> np.ndarray:
+        """Map one chunk from `iter_units` to ids; unknown units become ``<unk>``."""
+        if self.level == "byte":
+            return np.asarray(chunk, dtype=np.uint8)
+        if self.level == "char":
+            cps, inverse = np.unique(chunk, return_inverse=True)
+            unk = self.unk_id or 0
+            ids = np.array([self.index.get(chr(c), unk) for c in cps], dtype=self.dtype)
+            return ids[inverse.reshape(-1)]
+        unk = self.unk_id or 0
+        return np.fromiter((self.index.get(w, unk) for w in chunk), self.dtype, len(chunk))
+
+    def encode(self, text: str, *, strict: bool = False) -> np.ndarray:
+        """Encode a string. With ``strict``, unknown symbols are an error that names them."""
+        units = next(iter_units_from_text(text, self.level), None)
+        if units is None:
+            return np.zeros(0, dtype=self.dtype)
+        ids = self.encode_units(units)
+        if strict and self.unk_id is not None:
+            unknown = sorted({u if isinstance(u, str) else chr(u) for u, i in zip(units, ids, strict=True)
+                              if i == self.unk_id and (u if isinstance(u, str) else chr(u)) != UNK})
+            if unknown:
+                raise SeqlabError(
+                    f"prompt has {len(unknown)} symbol(s) outside the vocabulary: {describe(unknown)}"
+                )
+        return ids
+
+    def decoder(self) -> TextDecoder:
+        return TextDecoder(self)
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        d = self.decoder()
+        return "".join(d.feed(int(i)) for i in ids) + d.flush()
+
+
+class TextDecoder:
+    """Turns a stream of ids back into text, one id at a time (for streaming samples)."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self._bytes = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._at_line_start = True
+
+    def feed(self, i: int) -> str:
+        v = self.vocab
+        if v.level == "byte":
+            return self._bytes.decode(bytes([i]))
+        tok = v.tokens[i]
+        if v.level == "char":
+            return "\ufffd" if tok == UNK else tok
+        if tok == EOS:
+            self._at_line_start = True
+            return "\n"
+        out = tok if self._at_line_start else " " + tok
+        self._at_line_start = False
+        return out
+
+    def flush(self) -> str:
+        return self._bytes.decode(b"", final=True) if self.vocab.level == "byte" else ""
+
+
+# --- reading files as unit streams ----------------------------------------------------------
+def iter_units(path: str | Path, level: Level) -> Iterator[np.ndarray | list[str]]:
+    """Yield a file as chunks of units: code points (char), bytes (byte) or words (word).
+
+    The file is read in 1 MiB pieces, so files larger than memory stream through.
+    """
+    path = Path(path)
+    if level == "word":
+        yield from _iter_words(path)
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            if level == "byte":
+                yield np.frombuffer(block, dtype=np.uint8)
+            else:
+                yield _code_points(_decode(decoder, block, path, offset))
+            offset += len(block)
+        if level == "char":
+            _decode(decoder, b"", path, offset, final=True)
+
+
+def iter_units_from_text(text: str, level: Level) -> Iterator[np.ndarray | list[str]]:
+    """Like `iter_units`, for a string held in memory."""
+    if not text:
+        return
+    if level == "byte":
+        yield np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    elif level == "char":
+        yield _code_points(text)
+    else:
+        yield [w for line in text.splitlines() for w in (*line.split(), EOS)]
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+def _decode(decoder: codecs.IncrementalDecoder, block: bytes, path: Path, offset: int,
+            final: bool = False) -> str:
+    try:
+        return decoder.decode(block, final=final)
+    except UnicodeDecodeError as e:
+        raise SeqlabError(
+            f"{path}: expected UTF-8 text at char level, got invalid byte 0x{block[e.start]:02x} "
+            f"at offset {offset + e.start}; use data.level=byte for binary or non-UTF-8 files"
+            if e.start < len(block)
+            else f"{path}: expected UTF-8 text at char level, got a truncated character at the "
+            f"end; use data.level=byte for binary or non-UTF-8 files"
+        ) from None
+
+
+def _iter_words(path: Path, lines_per_chunk: int = 50_000) -> Iterator[list[str]]:
+    try:
+        with path.open(encoding="utf-8", newline=None) as f:
+            chunk: list[str] = []
+            for n, line in enumerate(f, 1):
+                chunk.extend(line.split())
+                chunk.append(EOS)
+                if n % lines_per_chunk == 0:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
+    except UnicodeDecodeError as e:
+        raise SeqlabError(
+            f"{path}: expected UTF-8 text at word level, got invalid byte at offset {e.start}"
+            " of a line; use data.level=byte for binary or non-UTF-8 files"
+        ) from None

@@ -1,0 +1,58 @@
+"""Bits per token, the same definition for every family.
+
+``evaluate(model, ids)`` is a full pass over a split: every token is scored, the first one
+conditioned on a virtual end-of-line token (see `seqlab.protocol`). End-of-line tokens (``"\\n"``
+at char level, ``<eos>`` at word level) are predicted and counted like any other token; no
+begin-of-sequence token is ever scored. Tokens that fell back to ``<unk>`` because they were never
+seen in training are scored like any other token (every model gives ``<unk>`` non-zero
+probability) and counted in ``unk_tokens``.
+
+    bits_per_token = -sum_t log p(x_t | x_<t) / (N ln 2),  perplexity = exp(nats per token)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from seqlab.protocol import LanguageModel
+
+
+@dataclass
+class Evaluation:
+    model: str  # the model's name (e.g. "lstm", "ngram")
+    split: str  # which split or file was scored
+    tokens: int  # number of tokens scored (N)
+    nats: float  # total negative log-likelihood, in nats
+    bits_per_token: float
+    perplexity: float  # exp(nats / N); per word at word level
+    unk_tokens: int  # tokens that were unseen in training and scored as <unk>
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
+             name: str | None = None) -> Evaluation:
+    """Score every token of `ids` with `model` and summarise in bits per token."""
+    t0 = time.perf_counter()
+    n = len(ids)
+    lp = np.asarray(model.log_prob(ids), dtype=np.float64) if n else np.zeros(0)
+    if lp.shape != (n,):
+        raise AssertionError(f"{type(model).__name__}.log_prob returned shape {lp.shape}, not ({n},)")
+    nats = float(-lp.sum())
+    unk = model.vocab.unk_id
+    return Evaluation(
+        model=name or getattr(model, "name", type(model).__name__),
+        split=split,
+        tokens=n,
+        nats=nats,
+        bits_per_token=nats / (n * math.log(2)) if n else float("nan"),
+        perplexity=math.exp(nats / n) if n and nats / n < 700 else float("inf") if n else float("nan"),
+        unk_tokens=int(np.count_nonzero(np.asarray(ids) == unk)) if unk is not None else 0,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,96 @@
+"""One sampler for every language model, through ``initial_state`` / ``step``.
+
+Prompt priming, temperature, top-k, top-p (nucleus) and greedy decoding. Randomness comes from
+an explicit `torch.Generator`, so a seed gives the same text on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from seqlab.errors import SeqlabError
+from seqlab.protocol import LanguageModel
+
+
+@dataclass
+class SampleConfig:
+    """How to sample."""
+
+    length: int = 500  # tokens to generate per sample
+    temperature: float = 1.0  # < 1 sharper, > 1 flatter; 0 means greedy
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of tokens with this much probability
+    greedy: bool = False  # always take the most likely token
+    num_samples: int = 1  # independent samples from the same prompt
+    seed: int = 0  # random seed; the same seed gives the same text
+    prompt: str = ""  # text to continue; empty starts after an end-of-line
+
+    def __post_init__(self) -> None:
+        if self.length < 0 or self.num_samples < 1:
+            raise SeqlabError(
+                f"sample.length must be >= 0 and sample.num_samples >= 1, got {self.length} and "
+                f"{self.num_samples}"
+            )
+        if self.temperature < 0:
+            raise SeqlabError(f"sample.temperature must be >= 0, got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise SeqlabError(f"sample.top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise SeqlabError(f"sample.top_p must be in (0, 1], got {self.top_p}")
+
+
+def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
+    """Apply temperature, top-k and top-p to 1-D logits; removed tokens get -inf."""
+    logits = logits.float() / max(cfg.temperature, 1e-8)
+    if cfg.top_k is not None and cfg.top_k < logits.numel():
+        kth = torch.topk(logits, cfg.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p is not None and cfg.top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # Drop a token when the tokens before it already cover top_p; the first always stays.
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= cfg.top_p
+        logits = logits.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
+    return logits
+
+
+def pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
+    """Choose the next token from 1-D logits."""
+    if cfg.greedy or cfg.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = filter_logits(logits, cfg).softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def stream(
+    model: LanguageModel, prompt: Sequence[int], cfg: SampleConfig, gen: torch.Generator
+) -> Iterator[int]:
+    """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time."""
+    logits, state = model.prime(prompt)
+    for i in range(cfg.length):
+        tok = pick(logits, cfg, gen)
+        yield tok
+        if i + 1 < cfg.length:
+            logits, state = model.step(tok, state)
+
+
+def sample_text(model: LanguageModel, cfg: SampleConfig) -> Iterator[Iterator[str]]:
+    """Yield one streaming text iterator per sample: the prompt, then the generated text."""
+    prompt = model.vocab.encode(cfg.prompt, strict=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(cfg.num_samples):
+        yield _decoded(model, prompt, cfg, gen)
+
+
+def _decoded(model: LanguageModel, prompt: Sequence[int], cfg: SampleConfig,
+             gen: torch.Generator) -> Iterator[str]:
+    decoder = model.vocab.decoder()
+    for tok in prompt:
+        decoder.feed(int(tok))  # keeps word spacing right; the prompt itself is echoed verbatim
+    yield cfg.prompt
+    for tok in stream(model, prompt, cfg, gen):
+        yield decoder.feed(tok)
+    yield decoder.flush()
