@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train an n-gram and an LSTM on the built-in corpus, compare")
     d.add_argument("--minutes", type=float, default=2.5, help="LSTM training budget")
     d.add_argument("--out", help="folder for the two runs (default: runs/demo-<time>)")
+    _register_plugins(sub)
     return p
 
 
@@ -82,8 +83,9 @@ def _flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[s
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from seqlab import models
     from seqlab.config import apply_overrides, load_file
-    from seqlab.experiment import resolve, train
+    from seqlab.experiment import resolve
 
     raw = load_file(args.config) if args.config else {}
     flags = _flag_overrides(args, {
@@ -92,33 +94,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         "max_minutes": "train.max_minutes", "seed": "train.seed"})
     exp = resolve(apply_overrides(raw, [*args.overrides, *flags]))
     out = args.out or _default_out(exp.model_name)
-    _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)
+    task = models.task_module(models.resolve(exp.model_name)[0])
+    _, _, scores = task.train(exp, out, resume=args.resume, command=sys.argv)
     for e in scores:
-        print(f"{e.split}: {e.bits_per_token:.4f} bits/token over {e.tokens:,} tokens"
-              f" (perplexity {e.perplexity:.2f}, {e.unk_tokens} unknown)")
+        print(e.summary())
     print(f"run folder: {out}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from seqlab.experiment import evaluate_run
+    from seqlab.experiment import task_for_run
 
-    result = evaluate_run(args.run, data=args.data, split=args.split)
-    if args.json:
-        print(json.dumps({**result.as_dict(), "run": str(args.run)}))
-    else:
-        print(f"{result.model} on {result.split}: {result.bits_per_token:.4f} bits/token, "
-              f"perplexity {result.perplexity:.2f}, {result.tokens:,} tokens, "
-              f"{result.unk_tokens} unknown")
+    result = task_for_run(args.run).evaluate_run(args.run, data=args.data, split=args.split)
+    print(json.dumps({**result.as_dict(), "run": str(args.run)}) if args.json else result.summary())
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from seqlab.config import apply_overrides, from_dict
     from seqlab.experiment import load_run
+    from seqlab.protocol import LanguageModel
     from seqlab.sampling import SampleConfig, sample_text
 
     model, config = load_run(args.run)
+    if not isinstance(model, LanguageModel):
+        raise SeqlabError(f"{args.run}: expected a language model run, got a {model.family} "
+                          "model; use the command for its task (e.g. seqlab translate)")
     raw = {"sample": dict(config.get("sample", {}))}
     flags = _flag_overrides(args, {
         "prompt": "sample.prompt", "length": "sample.length", "temperature": "sample.temperature",
@@ -156,6 +157,22 @@ def _default_out(name: str) -> str:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo,
 }
+
+# Modules adding subcommands: each has ``register(subparsers) -> {name: handler}``.
+PLUGINS = ("seqlab.compare", "seqlab.diagnose", "seqlab.seq2seq.cli")
+
+
+def _register_plugins(sub: Any) -> None:
+    import importlib
+
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and name.startswith(e.name):
+                continue  # that feature is not part of this build
+            raise
+        COMMANDS.update(module.register(sub))
 
 
 def _split_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -35,6 +35,11 @@ class Evaluation:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        return (f"{self.model} on {self.split}: {self.bits_per_token:.4f} bits/token, "
+                f"perplexity {self.perplexity:.2f}, {self.tokens:,} tokens, "
+                f"{self.unk_tokens} unknown")
+
 
 def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
              name: str | None = None) -> Evaluation:

@@ -35,7 +35,7 @@ class Experiment:
 
     model_name: str
     model: Any  # the family's Config dataclass
-    data: DataConfig = field(default_factory=DataConfig)
+    data: Any = field(default_factory=DataConfig)  # the task's DataConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -53,10 +53,11 @@ def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
                           f"{', '.join(SECTIONS)}")
     model_raw = dict(raw.get("model") or {})
     name = str(model_raw.pop("name", default_model))
+    task = models.task_module(models.resolve(name)[0])
     return Experiment(
         model_name=name,
         model=models.make_config(name, model_raw),
-        data=from_dict(DataConfig, raw.get("data"), prefix="data."),
+        data=from_dict(task.DataConfig, raw.get("data"), prefix="data."),
         train=from_dict(TrainConfig, raw.get("train"), prefix="train."),
         sample=from_dict(SampleConfig, raw.get("sample"), prefix="sample."),
     )
@@ -123,6 +124,16 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     for e in scores:
         run.log({"kind": "final", **e.as_dict()})
     return best, corpus, scores
+
+
+def task_for_run(run_dir: str | Path) -> Any:
+    """The task module (see `seqlab.models.TASKS`) that made a run folder or checkpoint."""
+    path = Path(run_dir)
+    if path.is_dir() and (path / "config.json").exists():
+        name = read_json(path / "config.json").get("model", {}).get("name", "")
+        return models.task_module(models.resolve(name)[0])
+    model, _ = load_run(path)
+    return models.task_module(type(model))
 
 
 def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:

@@ -19,6 +19,10 @@ from seqlab.errors import SeqlabError
 FAMILIES: dict[str, str] = {
     "ngram": "seqlab.models.ngram:NGramLM",
     "recurrent": "seqlab.models.recurrent:RecurrentLM",
+    "hmm": "seqlab.models.hmm:HMMLM",
+    "window": "seqlab.models.window:WindowLM",
+    "conv": "seqlab.models.conv:ConvLM",
+    "seq2seq": "seqlab.seq2seq.model:Seq2Seq",
 }
 
 # name -> (family, preset config values)
@@ -27,14 +31,33 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "rnn": ("recurrent", {"cell": "rnn"}),
     "lstm": ("recurrent", {"cell": "lstm"}),
     "gru": ("recurrent", {"cell": "gru"}),
+    "hmm": ("hmm", {}),
+    "window": ("window", {}),
+    "tcn": ("conv", {"kind": "tcn"}),
+    "wavenet": ("conv", {"kind": "wavenet"}),
+    "seq2seq": ("seq2seq", {}),
 }
+
+# Each family class names its task ("lm" by default); a task module runs the whole pipeline
+# (data preparation, training, evaluation) for that kind of problem.
+TASKS: dict[str, str] = {"lm": "seqlab.experiment", "seq2seq": "seqlab.seq2seq.experiment"}
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    mod = importlib.import_module(module)
+    return getattr(mod, attr) if attr else mod
 
 
 def family_class(family: str) -> type:
     if family not in FAMILIES:
         raise SeqlabError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    module, cls = FAMILIES[family].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return _import(FAMILIES[family])
+
+
+def task_module(cls: type) -> Any:
+    """The pipeline module for a family class (``seqlab.experiment`` for language models)."""
+    return _import(TASKS[getattr(cls, "task", "lm")])
 
 
 def resolve(name: str) -> tuple[type, dict[str, Any]]:

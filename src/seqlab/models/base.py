@@ -31,6 +31,7 @@ class TokenModel:
     """
 
     family: ClassVar[str]
+    task: ClassVar[str] = "lm"  # see seqlab.models.TASKS
     Config: ClassVar[type]
     config: Any
     vocab: Vocab
