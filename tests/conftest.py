@@ -7,13 +7,13 @@ import os
 # A busy core makes multi-threaded torch spin (PERF-NOTES trap 1); set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import pytest
+import torch
 
-from seqlab.data.vocab import Vocab  # noqa: E402
+from seqlab.data.vocab import Vocab
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest and avoids contention
 

@@ -67,9 +67,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(typing.cast(type, tp), value, prefix=f"{key}.")
     if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for a in (a for a in args if a is not type(None)):
             try:
@@ -117,7 +117,12 @@ def _coerce_scalar(value: Any, tp: type, key: str) -> Any:
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value: YAML scalars (1, 2.5, true, null) or the plain string."""
+    """A command-line value: numbers (1, 2.5, 3e-3), YAML scalars (true, null) or the string."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
     try:
         v = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -136,7 +141,8 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         kind = "TOML" if path.suffix == ".toml" else "YAML"
         msg = str(e).splitlines()[0]
-        raise SeqlabError(f"{path}: expected a {kind} config file, got a parse error: {msg}") from None
+        raise SeqlabError(f"{path}: expected a {kind} config file, got a parse error: {msg}"
+                          ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -48,7 +48,7 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
     n = len(ids)
     lp = np.asarray(model.log_prob(ids), dtype=np.float64) if n else np.zeros(0)
     if lp.shape != (n,):
-        raise AssertionError(f"{type(model).__name__}.log_prob returned shape {lp.shape}, not ({n},)")
+        raise AssertionError(f"{type(model).__name__}.log_prob returned {lp.shape}, not ({n},)")
     nats = float(-lp.sum())
     unk = model.vocab.unk_id
     return Evaluation(
@@ -57,7 +57,7 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
         tokens=n,
         nats=nats,
         bits_per_token=nats / (n * math.log(2)) if n else float("nan"),
-        perplexity=math.exp(nats / n) if n and nats / n < 700 else float("inf") if n else float("nan"),
+        perplexity=math.exp(min(nats / n, 700)) if n else float("nan"),
         unk_tokens=int(np.count_nonzero(np.asarray(ids) == unk)) if unk is not None else 0,
         seconds=time.perf_counter() - t0,
     )

@@ -25,8 +25,8 @@ from seqlab.train import Callback, TrainConfig
 SECTIONS = ("model", "data", "train", "sample")
 # Keys that may change when a run is resumed: budgets and cosmetics, nothing that alters results
 # of the steps already taken.
-RESUMABLE = {"train.max_steps", "train.max_minutes", "train.progress", "train.threads",
-             "train.log_interval", "train.eval_interval"}
+RESUMABLE = {"train.max_steps", "train.max_minutes", "train.stop_at_step", "train.progress",
+             "train.threads", "train.log_interval"}
 
 
 @dataclass
@@ -110,7 +110,8 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     """Train `exp` into run folder `out`; return the best model, the data and final scores."""
     run = open_run(exp, out, resume=resume, command=command)
     run.callbacks = list(callbacks or [])
-    vocab = Vocab.load(run.dir / "vocab.json") if resume and (run.dir / "vocab.json").exists() else None
+    vocab_path = run.dir / "vocab.json"
+    vocab = Vocab.load(vocab_path) if resume and vocab_path.exists() else None
     corpus = prepare(exp.data, run.dir / "data", vocab=vocab)
     corpus.vocab.save(run.dir / "vocab.json")
     model = models.build(exp.model_name, corpus.vocab, to_dict(exp.model))

@@ -26,6 +26,7 @@ predicted as if after an end-of-line, which is also how ``log_prob`` scores it.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -85,4 +86,4 @@ def split_lengths(X: np.ndarray, lengths: list[int] | None) -> list[np.ndarray]:
             f" over {len(lengths)} sequences"
         )
     bounds = np.cumsum([0, *lengths])
-    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [X[a:b] for a, b in itertools.pairwise(bounds)]

@@ -31,6 +31,11 @@ class Run:
     callbacks: list[Callback] = field(default_factory=list)
     resume: bool = False  # continue from dir/last.safetensors
 
+    def __post_init__(self) -> None:
+        if self.dir is not None:
+            self.dir = Path(self.dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+
     @property
     def best_path(self) -> Path | None:
         return self.dir / "best.safetensors" if self.dir else None

@@ -52,6 +52,7 @@ class TrainConfig:
     plateau_patience: int = 1  # plateau: evaluations without improvement before a cut
     max_steps: int = 2000  # total optimizer steps (counted across resumes)
     max_minutes: float | None = None  # wall-clock budget for this invocation
+    stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
     eval_interval: int = 200  # full validation pass every N steps (and at the end)
     clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
@@ -66,7 +67,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise SeqlabError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.min_lr < 0:
-            raise SeqlabError(f"train.lr must be > 0 and train.min_lr >= 0, got {self.lr}, {self.min_lr}")
+            raise SeqlabError("train.lr must be > 0 and train.min_lr >= 0, got "
+                              f"{self.lr} and {self.min_lr}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise SeqlabError(f"train.max_minutes must be > 0, got {self.max_minutes}")
 
@@ -230,10 +232,11 @@ class Trainer:
             while True:
                 elapsed = time.monotonic() - t0
                 out_of_time = cfg.max_minutes is not None and elapsed >= 60 * cfg.max_minutes
-                done = prog.step >= cfg.max_steps or out_of_time or interrupted()
+                stop = cfg.stop_at_step is not None and prog.step >= cfg.stop_at_step
+                done = prog.step >= cfg.max_steps or stop or out_of_time or interrupted()
                 due = prog.step % cfg.eval_interval == 0 and prog.step > 0
                 if (due or done) and prog.last_eval_step != prog.step:
-                    self._evaluate(model, evaluate, prog, sched, bar)
+                    self._evaluate(model, evaluate, prog, sched if due else None, bar)
                     self._checkpoint(model, opt, sched, batches, prog, state)
                 if done:
                     break
@@ -246,7 +249,8 @@ class Trainer:
 
                 ts = time.perf_counter()
                 batch, fresh = batches.next()
-                state = model.initial_state(cfg.batch_size) if fresh or state is None else detach(state)
+                fresh = fresh or state is None
+                state = model.initial_state(cfg.batch_size) if fresh else detach(state)
                 model.train()
                 with _autocast(cfg.precision):
                     loss, state = model.training_loss(batch, state)
@@ -264,7 +268,9 @@ class Trainer:
                 prog.step += 1
                 n_tok = batches.tokens_per_batch()
                 prog.tokens += n_tok
-                window_tokens, window_loss, window_n = window_tokens + n_tok, window_loss + loss_value, window_n + 1
+                window_tokens += n_tok
+                window_loss += loss_value
+                window_n += 1
                 bar.update(1)
                 if prog.step % cfg.log_interval == 0:
                     rec = _train_record(prog, window_loss / window_n, lr, grad_norm,
@@ -277,13 +283,16 @@ class Trainer:
 
     # --- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self, model: Any, evaluate: Callable[[], dict[str, float]] | None,
-                  prog: Progress, sched: Schedule, bar: tqdm) -> None:
+                  prog: Progress, sched: Schedule | None, bar: tqdm) -> None:
+        """Validate, keep the best weights, and (on regular intervals only) feed the plateau
+        schedule, so stopping and resuming at an arbitrary step changes no decision."""
         prog.last_eval_step = prog.step
         if evaluate is None:
             return
         metrics = evaluate()
         bpt = metrics["bits_per_token"]
-        sched.on_eval(bpt)
+        if sched is not None:
+            sched.on_eval(bpt)
         improved = bpt < prog.best
         if improved:
             prog.best, prog.best_step = bpt, prog.step
@@ -301,7 +310,8 @@ class Trainer:
         tensors = dict(tensors)
         opt_tensors, opt_meta = _flatten_optimizer(opt.state_dict())
         tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
-        hidden = [] if state is None else [state] if isinstance(state, torch.Tensor) else list(state)
+        is_tensor = isinstance(state, torch.Tensor)
+        hidden = [] if state is None else [state] if is_tensor else list(state)
         tensors.update({f"hidden.{i}": h.detach() for i, h in enumerate(hidden)})
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {**meta, "trainer": {
@@ -318,7 +328,8 @@ class Trainer:
         assert self.run.last_path is not None
         tensors, meta = load_tensors(self.run.last_path)
         if "trainer" not in meta:
-            raise SeqlabError(f"{self.run.last_path}: expected a training checkpoint, got weights only")
+            raise SeqlabError(f"{self.run.last_path}: expected a training checkpoint, "
+                              "got weights only")
         t = meta["trainer"]
         model.load_checkpoint(tensors)
         opt.load_state_dict(_unflatten_optimizer(

@@ -127,7 +127,8 @@ def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     main = resolve_path(cfg.path, cache_dir)
-    extra = {s: resolve_path(p, cache_dir) for s, p in (("valid", cfg.valid), ("test", cfg.test)) if p}
+    named = (("valid", cfg.valid), ("test", cfg.test))
+    extra = {s: resolve_path(p, cache_dir) for s, p in named if p}
     total = count_units(main, cfg.level)
     n_valid = 0 if "valid" in extra else int(total * cfg.valid_fraction)
     n_test = 0 if "test" in extra else int(total * cfg.test_fraction)

@@ -92,7 +92,8 @@ class Vocab:
         for s in specials:
             counts.pop(s, None)
         # Most frequent first; ties broken alphabetically, so the vocabulary is deterministic.
-        kept = sorted((t for t, n in counts.items() if n >= min_count), key=lambda t: (-counts[t], t))
+        kept = sorted((t for t, n in counts.items() if n >= min_count),
+                      key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
         return cls(level, specials + (sorted(kept) if level == "char" else kept))
@@ -136,12 +137,12 @@ class Vocab:
             return np.zeros(0, dtype=self.dtype)
         ids = self.encode_units(units)
         if strict and self.unk_id is not None:
-            unknown = sorted({u if isinstance(u, str) else chr(u) for u, i in zip(units, ids, strict=True)
-                              if i == self.unk_id and (u if isinstance(u, str) else chr(u)) != UNK})
+            symbols = [u if isinstance(u, str) else chr(u) for u in units]
+            unknown = sorted({u for u, i in zip(symbols, ids, strict=True)
+                              if i == self.unk_id and u != UNK})
             if unknown:
-                raise SeqlabError(
-                    f"prompt has {len(unknown)} symbol(s) outside the vocabulary: {describe(unknown)}"
-                )
+                raise SeqlabError(f"prompt has {len(unknown)} symbol(s) outside the vocabulary: "
+                                  f"{describe(unknown)}")
         return ids
 
     def decoder(self) -> TextDecoder:

@@ -55,7 +55,8 @@ class TokenModel:
         """Sample `n` tokens after `prompt` (ids); `sampling` are `SampleConfig` fields."""
         from seqlab.sampling import SampleConfig, stream
 
-        cfg = from_dict(SampleConfig, {"length": n, "seed": seed or 0, **sampling}, prefix="sample.")
+        cfg = from_dict(SampleConfig, {"length": n, "seed": seed or 0, **sampling},
+                        prefix="sample.")
         gen = torch.Generator().manual_seed(cfg.seed)
         return np.fromiter(stream(self, [] if prompt is None else list(prompt), cfg, gen), np.int64)
 
@@ -170,7 +171,7 @@ class NeuralLM(TokenModel, nn.Module):
     def step(self, token: int, state: State) -> tuple[torch.Tensor, State]:
         # Batch-1 steps must not go through oneDNN's fused RNN kernel: it costs ~4 ms per layer
         # per call on CPU (PERF-NOTES trap 2). The native kernel gives the same numbers.
-        with self._inference(), torch.backends.mkldnn.flags(enabled=False):
+        with self._inference(), _without_onednn():
             logits, state = self(torch.tensor([[token]]), state)
         return logits[0, -1], state
 
@@ -198,6 +199,17 @@ class NeuralLM(TokenModel, nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+@contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Use ATen's native RNN kernels (the same numbers) instead of oneDNN's, for batch-1 steps."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 def _is_embedding(module: nn.Module, p: torch.Tensor) -> bool:
