@@ -106,7 +106,7 @@ def open_run(exp: Experiment, out: str | Path, *, resume: bool = False,
 
 def train(exp: Experiment, out: str | Path, *, resume: bool = False,
           callbacks: list[Callback] | None = None, command: list[str] | None = None,
-          log: Any = sys.stderr) -> tuple[Any, Corpus, list[Evaluation]]:
+          log: Any = None) -> tuple[Any, Corpus, list[Evaluation]]:
     """Train `exp` into run folder `out`; return the best model, the data and final scores."""
     run = open_run(exp, out, resume=resume, command=command)
     run.callbacks = list(callbacks or [])
@@ -116,7 +116,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     corpus.vocab.save(run.dir / "vocab.json")
     model = models.build(exp.model_name, corpus.vocab, to_dict(exp.model))
     print(f"training {exp.model_name} on {len(corpus.train):,} {exp.data.level} tokens "
-          f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log)
+          f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log or sys.stderr)
     model.fit(corpus.train, valid=corpus.valid, run=run)
     best = models.load(run.best_path)
     best.name = exp.model_name
