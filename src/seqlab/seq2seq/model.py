@@ -1,0 +1,371 @@
+"""Recurrent encoder-decoder with attention: the ``seq2seq`` family.
+
+    source ids -> embedding -> encoder: stacked (bi)RNN/LSTM/GRU layers over packed sequences
+    <bos> y1 .. yn -> embedding (+ previous attentional vector: input feeding)
+                   -> decoder: stacked RNN/LSTM/GRU cells, one step at a time
+                   -> attention over the encoder states -> h~ = tanh(W_c [context; h])
+                   -> softmax over the target vocabulary: y1 .. yn <eos>
+
+The decoder follows Luong, Pham & Manning (2015): the top decoder state queries the encoder
+states after the recurrent step (as OpenNMT-py does for every score function), and with input
+feeding the attentional vector h~ of step t-1 joins the input of step t. The score function is
+Bahdanau's additive one (Bahdanau, Cho & Bengio 2015) or Luong's dot/general. Without attention
+h~ is the top decoder state itself (Sutskever, Vinyals & Le 2014). Residual connections add each
+layer's input to its output from the second layer up (Wu et al. 2016, GNMT). A bidirectional
+encoder layer gives each direction half of ``hidden`` units, so every layer outputs ``hidden``.
+The decoder starts from zeros or from a learned "bridge" of the encoder's final state.
+
+Training is teacher-forced (with a configurable ratio of gold inputs: scheduled sampling,
+Bengio et al. 2015) with optional label smoothing (Szegedy et al. 2016). Padding never reaches a
+result: the encoder runs on packed sequences (``enforce_sorted=False``), attention masks padded
+positions to weight 0, and the loss ignores ``<pad>`` targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from seqlab.errors import SeqlabError
+from seqlab.models.base import NeuralLM, TokenModel
+from seqlab.run import Run
+from seqlab.seq2seq.attention import Attention
+from seqlab.seq2seq.data import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Batch,
+    Pairs,
+    PairVocab,
+    length_sorted_batches,
+)
+from seqlab.seq2seq.search import DecodeConfig, Hypothesis, translate
+
+RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
+_NEVER_OUT = torch.tensor([PAD_ID, BOS_ID])
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Shape and training behaviour of the encoder-decoder."""
+
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"  # encoder and decoder cell (rnn is Elman's)
+    emb_dim: int = 64  # source and target embedding size
+    hidden: int = 128  # units per layer; a bidirectional layer gives each direction half
+    enc_layers: int = 1  # stacked encoder layers
+    dec_layers: int = 1  # stacked decoder layers
+    bidirectional: bool = True  # encoder reads the source both ways
+    residual: bool = False  # GNMT residual connections from the second layer up
+    attention: Literal["none", "bahdanau", "dot", "general"] = "general"  # dot/general: Luong
+    input_feeding: bool = True  # Luong: feed the previous attentional vector to the decoder
+    init: Literal["zero", "bridge"] = "bridge"  # decoder start: zeros or tanh(W * encoder final)
+    dropout: float = 0.1  # on embeddings, between layers and before the output layer
+    tie_embeddings: bool = False  # target embedding = output matrix (needs emb_dim == hidden)
+    teacher_forcing: float = 1.0  # probability that the decoder is fed the gold previous token
+    label_smoothing: float = 0.0  # share of the target probability spread over the vocabulary
+    max_src_len: int = 256  # longest source accepted (training, eval, translate)
+    max_tgt_len: int = 256  # longest target accepted in training and evaluation data
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # for eval and translate
+
+    def __post_init__(self) -> None:
+        sizes = (self.emb_dim, self.hidden, self.enc_layers, self.dec_layers, self.max_src_len,
+                 self.max_tgt_len)
+        if min(sizes) < 1:
+            raise SeqlabError("model.emb_dim, hidden, enc_layers, dec_layers, max_src_len and "
+                              f"max_tgt_len must be >= 1, got {sizes}")
+        if self.bidirectional and self.hidden % 2:
+            raise SeqlabError(f"model.bidirectional splits model.hidden between two directions; "
+                              f"it must be even, got {self.hidden}")
+        if self.tie_embeddings and self.emb_dim != self.hidden:
+            raise SeqlabError("model.tie_embeddings needs model.emb_dim == model.hidden, got "
+                              f"{self.emb_dim} and {self.hidden}")
+        for name in ("dropout", "label_smoothing"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SeqlabError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 <= self.teacher_forcing <= 1:
+            raise SeqlabError(f"model.teacher_forcing must be in [0, 1], got "
+                              f"{self.teacher_forcing}")
+
+
+# --- decoder state --------------------------------------------------------------------------
+@dataclass
+class DecoderState:
+    """Everything a decoder step needs; row i is one hypothesis."""
+
+    layers: list[tuple[torch.Tensor, ...]]  # per decoder layer: (h,) or (h, c), each (N, H)
+    feed: torch.Tensor  # (N, H) previous attentional vector (input feeding)
+    memory: torch.Tensor  # (N, S, H) encoder states
+    keys: torch.Tensor | None  # (N, S, ·) attention keys, projected once per source
+    mask: torch.Tensor  # (N, S) True on real source positions
+
+    def repeat(self, k: int) -> DecoderState:
+        """Each row k times in a row (rows b*k .. b*k+k-1 copy row b): beams or samples."""
+        rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731
+        return DecoderState([tuple(map(rep, s)) for s in self.layers], rep(self.feed),
+                            rep(self.memory), None if self.keys is None else rep(self.keys),
+                            rep(self.mask))
+
+    def select(self, rows: torch.Tensor) -> DecoderState:
+        """Reorder the recurrent part. Beam search only moves rows within a source's block,
+        whose memory, keys and mask rows are identical, so those need no copy."""
+        return DecoderState([tuple(x[rows] for x in s) for s in self.layers], self.feed[rows],
+                            self.memory, self.keys, self.mask)
+
+
+# --- blocks ---------------------------------------------------------------------------------
+class Encoder(nn.Module):
+    """Embedding -> stacked (bi)RNN layers over packed sequences, with optional residuals."""
+
+    def __init__(self, c: Seq2SeqConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.c = c
+        self.embed = nn.Embedding(vocab_size, c.emb_dim, padding_idx=PAD_ID)
+        per_dir = c.hidden // 2 if c.bidirectional else c.hidden
+        self.rnns = nn.ModuleList(
+            RNNS[c.cell](c.emb_dim if i == 0 else c.hidden, per_dir, batch_first=True,
+                         bidirectional=c.bidirectional) for i in range(c.enc_layers))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """src (B, S) -> states (B, S, H) (0 on padding) and the top layer's final (h[, c])."""
+        x = self.drop(self.embed(src))  # (B, S, E)
+        lengths = src_len.cpu()
+        for i, rnn in enumerate(self.rnns):
+            inp = x if i == 0 else self.drop(x)
+            packed = pack_padded_sequence(inp, lengths, batch_first=True, enforce_sorted=False)
+            out, final = rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
+            x = out + x if self.c.residual and i > 0 else out  # (B, S, H)
+        finals = final if isinstance(final, tuple) else (final,)  # each (dirs, B, H/dirs)
+        return x, tuple(f.transpose(0, 1).reshape(src.shape[0], -1) for f in finals)  # (B, H)
+
+
+class Decoder(nn.Module):
+    """Stacked cells with input feeding, attention and the output layer; one step at a time."""
+
+    def __init__(self, c: Seq2SeqConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.c = c
+        H = c.hidden
+        self.embed = nn.Embedding(vocab_size, c.emb_dim, padding_idx=PAD_ID)
+        first = c.emb_dim + (H if c.input_feeding else 0)
+        self.cells = nn.ModuleList(CELLS[c.cell](first if i == 0 else H, H)
+                                   for i in range(c.dec_layers))
+        self.attention = None if c.attention == "none" else Attention(c.attention, H, H)
+        self.combine = None if self.attention is None else nn.Linear(2 * H, H, bias=False)
+        n_states = 2 if c.cell == "lstm" else 1
+        self.bridge = (nn.Linear(H, n_states * c.dec_layers * H) if c.init == "bridge" else None)
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(H, vocab_size)
+        if c.tie_embeddings:
+            self.out.weight = self.embed.weight
+
+    def start(self, memory: torch.Tensor, final: tuple[torch.Tensor, ...], mask: torch.Tensor
+              ) -> DecoderState:
+        B, H, L = memory.shape[0], self.c.hidden, self.c.dec_layers
+        n_states = 2 if self.c.cell == "lstm" else 1
+        if self.bridge is None:
+            flat = memory.new_zeros(B, n_states * L * H)
+        else:  # Joey NMT's bridge: every layer's h (and c) from the encoder's final h
+            flat = torch.tanh(self.bridge(final[0]))
+        parts = flat.view(B, L, n_states, H).unbind(1)  # L x (B, n_states, H)
+        layers = [tuple(p.unbind(1)) for p in parts]
+        keys = None if self.attention is None else self.attention.project(memory)
+        return DecoderState(layers, memory.new_zeros(B, H), memory, keys, mask)
+
+    def step(self, prev: torch.Tensor, state: DecoderState
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """prev (N,) ids -> attentional vector h~ (N, H), new state, attention (N, S)."""
+        x = self.drop(self.embed(prev))  # (N, E)
+        if self.c.input_feeding:
+            x = torch.cat([x, state.feed], -1)
+        layers = []
+        for i, cell in enumerate(self.cells):
+            s = state.layers[i]
+            new = cell(x if i == 0 else self.drop(x), s if len(s) == 2 else s[0])
+            new = new if isinstance(new, tuple) else (new,)
+            layers.append(new)
+            x = new[0] + x if self.c.residual and i > 0 else new[0]  # (N, H)
+        weights = None
+        if self.attention is not None:
+            context, weights = self.attention(x, state.keys, state.memory, state.mask)
+            x = torch.tanh(self.combine(torch.cat([context, x], -1)))  # (N, H)
+        return x, DecoderState(layers, x, state.memory, state.keys, state.mask), weights
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.out(self.drop(h))
+
+
+# --- the model ------------------------------------------------------------------------------
+class Seq2Seq(NeuralLM):
+    """Encoder-decoder over a source and a target vocabulary (`PairVocab`).
+
+    ``fit(pairs, valid=pairs, run=run)`` trains through the generic Trainer; ``log_prob(pairs)``
+    gives log p(y_t | y_<t, x) for every target token, ``<eos>`` included; ``translate`` decodes;
+    ``conditioned(source)`` is a language model over targets, so the shared sampler works on it.
+    """
+
+    family = "seq2seq"
+    task = "seq2seq"
+    Config = Seq2SeqConfig
+    prime = None  # type: ignore[assignment]  # not a LanguageModel until given a source
+    carries_state = False
+
+    def __init__(self, config: Seq2SeqConfig, vocab: PairVocab) -> None:
+        super().__init__(config, vocab)
+        self.encoder = Encoder(config, len(vocab.src))
+        self.decoder = Decoder(config, len(vocab.tgt))
+
+    # --- the two calls search.py drives ----------------------------------------------------
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> DecoderState:
+        """src (B, S) ids, src_len (B,) -> the decoder's start state."""
+        memory, final = self.encoder(src, src_len)
+        mask = torch.arange(src.shape[1])[None, :] < src_len[:, None]  # (B, S)
+        return self.decoder.start(memory, final, mask)
+
+    def decode_step(self, prev: torch.Tensor, state: DecoderState
+                    ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
+        """prev (N,) -> log-probabilities (N, V) of the next token, state, attention (N, S).
+
+        ``<pad>`` and ``<bos>`` are never targets; they get -inf so no search can emit them.
+        The other entries are the model's log-probabilities, exactly as in teacher forcing."""
+        h, state, weights = self.decoder.step(prev, state)
+        logp = self.decoder.logits(h).float().log_softmax(-1)  # (N, V)
+        return logp.index_fill(1, _NEVER_OUT, float("-inf")), state, weights
+
+    def step(self, token: int, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One decoder step for a single hypothesis: (V,) log-probs of the next token."""
+        with self._inference():
+            logp, state, _ = self.decode_step(torch.tensor([token]), state)
+        return logp[0], state
+
+    def initial_state(self, batch_size: int = 1) -> None:
+        return None  # nothing is carried between training batches
+
+    # --- training --------------------------------------------------------------------------
+    def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:  # type: ignore[override]
+        """Logits (B, T, V) for ``batch.tgt_out``; with teacher_forcing < 1 each input is the
+        gold token with that probability and the model's previous argmax otherwise."""
+        state = self.encode(batch.src, batch.src_len)
+        gold = batch.tgt_in.unbind(1)  # T x (B,): unbind once, not x[:, t] (PERF-NOTES trap 3)
+        outs, logits = [], []
+        for t, prev in enumerate(gold):
+            if t > 0 and teacher_forcing < 1:
+                own = logits[-1].argmax(-1)
+                prev = torch.where(torch.rand(prev.shape) < teacher_forcing, prev, own)
+            h, state, _ = self.decoder.step(prev, state)
+            if teacher_forcing < 1:
+                logits.append(self.decoder.logits(h))
+            outs.append(h)
+        if teacher_forcing < 1:
+            return torch.stack(logits, 1)
+        return self.decoder.logits(torch.stack(outs, 1))  # (B, T, V): one GEMM for all steps
+
+    def training_loss(self, batch: Batch, state: Any) -> tuple[torch.Tensor, None]:
+        logits = self(batch, self.config.teacher_forcing)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.flatten(),
+                               ignore_index=PAD_ID, label_smoothing=self.config.label_smoothing)
+        return loss, None
+
+    def fit(self, X: Pairs, lengths: list[int] | None = None, *, valid: Pairs | None = None,
+            run: Run | None = None, bucket: int = 100) -> Self:
+        """Train on pairs; validation tracks bits/token, token accuracy and greedy exact match."""
+        from seqlab.seq2seq.data import PairBatcher
+        from seqlab.seq2seq.metrics import validation_metrics
+        from seqlab.train import Trainer
+
+        if lengths is not None:
+            raise SeqlabError("Seq2Seq.fit takes Pairs, which carry their own lengths")
+        run = run or Run()
+        batches = PairBatcher(X, run.train.batch_size, run.train.seed, bucket)
+        score = None if valid is None or len(valid) == 0 else (
+            lambda: validation_metrics(self, valid))
+        Trainer(run).fit(self, batches, score)
+        return self
+
+    # --- scoring ---------------------------------------------------------------------------
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log p of each target token (B, T) and whether argmax hit it (B, T);
+        both are 0/False on padding."""
+        with self._inference():
+            logp = self(batch).float().log_softmax(-1)  # (B, T, V)
+        mask = batch.tgt_out != PAD_ID
+        lp = logp.gather(2, batch.tgt_out[..., None])[..., 0] * mask
+        return lp, (logp.argmax(-1) == batch.tgt_out) & mask
+
+    def log_prob(self, X: Pairs, lengths: list[int] | None = None, batch_size: int = 64
+                 ) -> np.ndarray:
+        """log p(y_t | y_<t, x) in nats for every target token of every pair, <eos> included,
+        concatenated in pair order."""
+        per_pair: list[np.ndarray] = [np.zeros(0)] * len(X)
+        for idx in length_sorted_batches(X.tgt_lengths, batch_size):
+            batch = X.batch(idx)
+            lp, _ = self.score_batch(batch)
+            for row, i in enumerate(idx):
+                per_pair[i] = lp[row, : len(X.target(i)) + 1].double().numpy()
+        return np.concatenate(per_pair) if per_pair else np.zeros(0)
+
+    # --- decoding --------------------------------------------------------------------------
+    def translate(self, sources: Sequence[np.ndarray], decode: DecodeConfig | None = None
+                  ) -> list[list[Hypothesis]]:
+        """Hypotheses for each source (id arrays), best first; see `seqlab.seq2seq.search`."""
+        for i, s in enumerate(sources):
+            if len(s) > self.config.max_src_len:
+                raise SeqlabError(f"source {i + 1} has {len(s)} tokens, more than the maximum "
+                                  f"model.max_src_len = {self.config.max_src_len}")
+        with self._inference():
+            return translate(self, sources, decode or self.config.decode)
+
+    def conditioned(self, source: np.ndarray) -> Conditioned:
+        return Conditioned(self, source)
+
+    def generate(self, n: int, *, prompt: np.ndarray | None = None, seed: int | None = None,
+                 **sampling: Any) -> np.ndarray:
+        """Sample up to `n` target ids (stopping at <eos>) for the source ids `prompt`."""
+        if prompt is None or len(prompt) == 0:
+            raise SeqlabError("Seq2Seq.generate needs the source ids as prompt, got none")
+        ids = self.conditioned(np.asarray(prompt)).generate(n, seed=seed, **sampling)
+        ends = np.flatnonzero(ids == EOS_ID)
+        return ids[: ends[0]] if len(ends) else ids
+
+    # --- checkpoints -----------------------------------------------------------------------
+    @classmethod
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
+        model = cls(cls.config_from(meta), PairVocab.from_json(meta["vocab"]))
+        model.name = meta.get("name", "")
+        model.load_checkpoint(tensors)
+        return model
+
+
+class Conditioned(TokenModel):
+    """The decoder of a trained model conditioned on one source: a language model over the
+    target vocabulary (``initial_state`` encodes the source, ``prime`` steps over ``<bos>``),
+    so `seqlab.sampling` draws translations like any other continuation."""
+
+    family: ClassVar[str] = "seq2seq"
+
+    def __init__(self, model: Seq2Seq, source: np.ndarray) -> None:
+        self.model, self.source = model, torch.as_tensor(np.asarray(source), dtype=torch.long)
+        self.vocab, self.config, self.name = model.vocab.tgt, model.config, model.name
+
+    def initial_state(self) -> DecoderState:
+        with self.model._inference():
+            return self.model.encode(self.source[None], torch.tensor([len(self.source)]))
+
+    def step(self, token: int, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        return self.model.step(token, state)
+
+    def prime(self, prompt: np.ndarray | list[int]) -> tuple[torch.Tensor, DecoderState]:
+        logits, state = self.step(BOS_ID, self.initial_state())
+        for tok in prompt:
+            logits, state = self.step(int(tok), state)
+        return logits, state
