@@ -11,8 +11,10 @@ states after the recurrent step (as OpenNMT-py does for every score function), a
 feeding the attentional vector h~ of step t-1 joins the input of step t. The score function is
 Bahdanau's additive one (Bahdanau, Cho & Bengio 2015) or Luong's dot/general. Without attention
 h~ is the top decoder state itself (Sutskever, Vinyals & Le 2014). Residual connections add each
-layer's input to its output from the second layer up (Wu et al. 2016, GNMT). A bidirectional
-encoder layer gives each direction half of ``hidden`` units, so every layer outputs ``hidden``.
+layer's input to its output from the second layer up (Wu et al. 2016, GNMT). Encoder and decoder
+are the recurrent family's `RecurrentStack` (fused kernels over packed sequences for the encoder,
+``step`` for the decoder). A bidirectional encoder layer gives each direction half of ``hidden``
+units, so every layer outputs ``hidden``.
 The decoder starts from zeros or from a learned "bridge" of the encoder's final state.
 
 Training is teacher-forced (with a configurable ratio of gold inputs: scheduled sampling,
@@ -31,10 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqlab.errors import SeqlabError
-from seqlab.models.base import NeuralLM, TokenModel
+from seqlab.models.base import NeuralLM, TokenModel, _without_onednn
+from seqlab.models.recurrent import RecurrentStack, StackConfig
 from seqlab.run import Run
 from seqlab.seq2seq.attention import Attention
 from seqlab.seq2seq.data import (
@@ -48,8 +50,6 @@ from seqlab.seq2seq.data import (
 )
 from seqlab.seq2seq.search import DecodeConfig, Hypothesis, translate
 
-RNNS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 _NEVER_OUT = torch.tensor([PAD_ID, BOS_ID])
 
 
@@ -100,7 +100,7 @@ class Seq2SeqConfig:
 class DecoderState:
     """Everything a decoder step needs; row i is one hypothesis."""
 
-    layers: list[tuple[torch.Tensor, ...]]  # per decoder layer: (h,) or (h, c), each (N, H)
+    rnn: tuple[torch.Tensor, ...]  # the decoder stack's state: (h,) or (h, c), each (L, N, H)
     feed: torch.Tensor  # (N, H) previous attentional vector (input feeding)
     memory: torch.Tensor  # (N, S, H) encoder states
     keys: torch.Tensor | None  # (N, S, ·) attention keys, projected once per source
@@ -108,79 +108,76 @@ class DecoderState:
 
     def repeat(self, k: int) -> DecoderState:
         """Each row k times in a row (rows b*k .. b*k+k-1 copy row b): beams or samples."""
-        rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731
-        return DecoderState([tuple(map(rep, s)) for s in self.layers], rep(self.feed),
-                            rep(self.memory), None if self.keys is None else rep(self.keys),
-                            rep(self.mask))
+        rep = lambda x, dim=0: x.repeat_interleave(k, dim=dim)  # noqa: E731
+        return DecoderState(tuple(rep(x, 1) for x in self.rnn), rep(self.feed), rep(self.memory),
+                            None if self.keys is None else rep(self.keys), rep(self.mask))
 
     def select(self, rows: torch.Tensor) -> DecoderState:
         """Reorder the recurrent part. Beam search only moves rows within a source's block,
         whose memory, keys and mask rows are identical, so those need no copy."""
-        return DecoderState([tuple(x[rows] for x in s) for s in self.layers], self.feed[rows],
-                            self.memory, self.keys, self.mask)
+        return DecoderState(tuple(x[:, rows] for x in self.rnn), self.feed[rows], self.memory,
+                            self.keys, self.mask)
 
 
-# --- blocks ---------------------------------------------------------------------------------
+# --- blocks: both built on the recurrent family's RecurrentStack -------------------------------
+def _stack_config(c: Seq2SeqConfig, layers: int, bidirectional: bool) -> StackConfig:
+    return StackConfig(cell=c.cell, hidden=c.hidden // 2 if bidirectional else c.hidden,
+                       layers=layers, dropout=c.dropout, residual=c.residual,
+                       bidirectional=bidirectional)
+
+
 class Encoder(nn.Module):
-    """Embedding -> stacked (bi)RNN layers over packed sequences, with optional residuals."""
+    """Embedding -> `RecurrentStack` over the padded source (packed, ``enforce_sorted=False``)."""
 
     def __init__(self, c: Seq2SeqConfig, vocab_size: int) -> None:
         super().__init__()
-        self.c = c
         self.embed = nn.Embedding(vocab_size, c.emb_dim, padding_idx=PAD_ID)
-        per_dir = c.hidden // 2 if c.bidirectional else c.hidden
-        self.rnns = nn.ModuleList(
-            RNNS[c.cell](c.emb_dim if i == 0 else c.hidden, per_dir, batch_first=True,
-                         bidirectional=c.bidirectional) for i in range(c.enc_layers))
+        self.rnn = RecurrentStack(c.emb_dim, _stack_config(c, c.enc_layers, c.bidirectional))
         self.drop = nn.Dropout(c.dropout)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """src (B, S) -> states (B, S, H) (0 on padding) and the top layer's final (h[, c])."""
-        x = self.drop(self.embed(src))  # (B, S, E)
-        lengths = src_len.cpu()
-        for i, rnn in enumerate(self.rnns):
-            inp = x if i == 0 else self.drop(x)
-            packed = pack_padded_sequence(inp, lengths, batch_first=True, enforce_sorted=False)
-            out, final = rnn(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.shape[1])
-            x = out + x if self.c.residual and i > 0 else out  # (B, S, H)
-        finals = final if isinstance(final, tuple) else (final,)  # each (dirs, B, H/dirs)
-        return x, tuple(f.transpose(0, 1).reshape(src.shape[0], -1) for f in finals)  # (B, H)
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """src (B, S) -> states (B, S, H) (0 on padding) and the top layer's final h (B, H):
+        [forward at the last token; backward at the first] when bidirectional."""
+        out, state = self.rnn(self.drop(self.embed(src)), lengths=src_len)  # (B, S, H)
+        dirs = self.rnn.cfg.directions
+        final = state[0][-dirs:]  # (dirs, B, H / dirs)
+        return out, final.transpose(0, 1).reshape(src.shape[0], -1)
 
 
 class Decoder(nn.Module):
-    """Stacked cells with input feeding, attention and the output layer; one step at a time."""
+    """A `RecurrentStack` stepped one token at a time, with input feeding, attention and the
+    output layer."""
 
     def __init__(self, c: Seq2SeqConfig, vocab_size: int) -> None:
         super().__init__()
         self.c = c
         H = c.hidden
         self.embed = nn.Embedding(vocab_size, c.emb_dim, padding_idx=PAD_ID)
-        first = c.emb_dim + (H if c.input_feeding else 0)
-        self.cells = nn.ModuleList(CELLS[c.cell](first if i == 0 else H, H)
-                                   for i in range(c.dec_layers))
+        self.rnn = RecurrentStack(c.emb_dim + (H if c.input_feeding else 0),
+                                  _stack_config(c, c.dec_layers, False))
         self.attention = None if c.attention == "none" else Attention(c.attention, H, H)
         self.combine = None if self.attention is None else nn.Linear(2 * H, H, bias=False)
-        n_states = 2 if c.cell == "lstm" else 1
-        self.bridge = (nn.Linear(H, n_states * c.dec_layers * H) if c.init == "bridge" else None)
+        self.n_states = 2 if c.cell == "lstm" else 1
+        self.bridge = (nn.Linear(H, self.n_states * c.dec_layers * H) if c.init == "bridge"
+                       else None)
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(H, vocab_size)
         if c.tie_embeddings:
             self.out.weight = self.embed.weight
 
-    def start(self, memory: torch.Tensor, final: tuple[torch.Tensor, ...], mask: torch.Tensor
+    def start(self, memory: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
               ) -> DecoderState:
+        """The state before <bos>: zeros, or Joey NMT's bridge tanh(W final) for every layer's
+        h (and c)."""
         B, H, L = memory.shape[0], self.c.hidden, self.c.dec_layers
-        n_states = 2 if self.c.cell == "lstm" else 1
         if self.bridge is None:
-            flat = memory.new_zeros(B, n_states * L * H)
-        else:  # Joey NMT's bridge: every layer's h (and c) from the encoder's final h
-            flat = torch.tanh(self.bridge(final[0]))
-        parts = flat.view(B, L, n_states, H).unbind(1)  # L x (B, n_states, H)
-        layers = [tuple(p.unbind(1)) for p in parts]
+            flat = memory.new_zeros(B, self.n_states * L * H)
+        else:
+            flat = torch.tanh(self.bridge(final))
+        rnn = flat.view(B, self.n_states, L, H).permute(1, 2, 0, 3).unbind(0)  # n x (L, B, H)
         keys = None if self.attention is None else self.attention.project(memory)
-        return DecoderState(layers, memory.new_zeros(B, H), memory, keys, mask)
+        return DecoderState(tuple(rnn), memory.new_zeros(B, H), memory, keys, mask)
 
     def step(self, prev: torch.Tensor, state: DecoderState
              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]:
@@ -188,18 +185,12 @@ class Decoder(nn.Module):
         x = self.drop(self.embed(prev))  # (N, E)
         if self.c.input_feeding:
             x = torch.cat([x, state.feed], -1)
-        layers = []
-        for i, cell in enumerate(self.cells):
-            s = state.layers[i]
-            new = cell(x if i == 0 else self.drop(x), s if len(s) == 2 else s[0])
-            new = new if isinstance(new, tuple) else (new,)
-            layers.append(new)
-            x = new[0] + x if self.c.residual and i > 0 else new[0]  # (N, H)
+        h, rnn = self.rnn.step(x, state.rnn)  # (N, H)
         weights = None
         if self.attention is not None:
-            context, weights = self.attention(x, state.keys, state.memory, state.mask)
-            x = torch.tanh(self.combine(torch.cat([context, x], -1)))  # (N, H)
-        return x, DecoderState(layers, x, state.memory, state.keys, state.mask), weights
+            context, weights = self.attention(h, state.keys, state.memory, state.mask)
+            h = torch.tanh(self.combine(torch.cat([context, h], -1)))  # (N, H)
+        return h, DecoderState(rnn, h, state.memory, state.keys, state.mask), weights
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(self.drop(h))
@@ -244,7 +235,7 @@ class Seq2Seq(NeuralLM):
 
     def step(self, token: int, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One decoder step for a single hypothesis: (V,) log-probs of the next token."""
-        with self._inference():
+        with self._inference(), _without_onednn():  # batch-1 steps: PERF-NOTES trap 2
             logp, state, _ = self.decode_step(torch.tensor([token]), state)
         return logp[0], state
 
@@ -322,7 +313,7 @@ class Seq2Seq(NeuralLM):
             if len(s) > self.config.max_src_len:
                 raise SeqlabError(f"source {i + 1} has {len(s)} tokens, more than the maximum "
                                   f"model.max_src_len = {self.config.max_src_len}")
-        with self._inference():
+        with self._inference(), _without_onednn():  # one-step RNN calls: PERF-NOTES trap 2
             return translate(self, sources, decode or self.config.decode)
 
     def conditioned(self, source: np.ndarray) -> Conditioned:
