@@ -20,6 +20,9 @@ TINY: dict[str, dict] = {
     "rnn": {"emb_dim": 8, "hidden": 12, "layers": 2},
     "lstm": {"emb_dim": 8, "hidden": 12, "layers": 2, "dropout": 0.1},
     "gru": {"emb_dim": 8, "hidden": 12, "layers": 1, "tie_weights": False},
+    "window": {"context": 3, "emb_dim": 4, "hidden": 12},
+    "tcn": {"emb_dim": 8, "channels": 8, "levels": 3},
+    "wavenet": {"emb_dim": 8, "channels": 8, "skip_channels": 8, "levels": 3, "blocks": 2},
 }
 NAMES = [n for n in TINY if n in models.MODELS]
 
