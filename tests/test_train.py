@@ -139,3 +139,18 @@ def test_lstm_learns_known_entropy_rate() -> None:
     m.fit(train, run=Run(train=cfg))
     bits = evaluate(m, test).bits_per_token
     assert abs(bits - H) < 0.05, (bits, H)
+
+
+def test_step_schedule_halves_per_epoch_after_decay_start() -> None:
+    """Zaremba et al.'s schedule: lr 1 for epochs 0-3, then halved every epoch."""
+    cfg = TrainConfig(schedule="step", lr=1.0, warmup_steps=0, decay_start=4, decay_factor=0.5)
+    s = Schedule(cfg)
+    assert [s.lr(0, 0.0, e) for e in range(7)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
+    b = StreamBatcher(np.arange(100), batch_size=2, seq_len=4)  # 12 windows per epoch
+    epochs = []
+    for _ in range(26):
+        epochs.append(b.next_epoch())
+        _, fresh = b.next()
+        assert fresh == (b.window == 1)
+        assert b.epoch == epochs[-1]  # next_epoch() told which epoch that batch belongs to
+    assert epochs.count(0) == b.windows_per_epoch(0) and epochs[-1] == 2

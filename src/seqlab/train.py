@@ -47,7 +47,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99  # a little below 0.999: small batches, short runs
     warmup_steps: int = 100  # linear warm-up from 0 to lr
-    schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    schedule: Literal["cosine", "plateau", "constant", "step"] = "cosine"
+    decay_start: int = 4  # step: first epoch (from 0) at lr * decay_factor; later ones decay again
+    decay_factor: float = 0.5  # step: per-epoch multiplier from decay_start on (Zaremba et al.)
     plateau_factor: float = 0.5  # plateau: multiply lr by this when validation stalls
     plateau_patience: int = 1  # plateau: evaluations without improvement before a cut
     max_steps: int = 2000  # total optimizer steps (counted across resumes)
@@ -71,6 +73,9 @@ class TrainConfig:
                               f"{self.lr} and {self.min_lr}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise SeqlabError(f"train.max_minutes must be > 0, got {self.max_minutes}")
+        if not 0 < self.decay_factor <= 1 or self.decay_start < 0:
+            raise SeqlabError("train.decay_factor must be in (0, 1] and train.decay_start >= 0, "
+                              f"got {self.decay_factor} and {self.decay_start}")
 
 
 class Callback:
@@ -117,6 +122,10 @@ class StreamBatcher:
     def _row_len(self, epoch: int) -> int:
         return (len(self.data) - self._offset(epoch)) // self.B
 
+    def next_epoch(self) -> int:
+        """The epoch the next batch belongs to (the step schedule decays by epoch)."""
+        return self.epoch + (self.window >= self.windows_per_epoch(self.epoch))
+
     def windows_per_epoch(self, epoch: int) -> int:
         return (self._row_len(epoch) - 1) // self.T
 
@@ -144,7 +153,8 @@ class StreamBatcher:
 
 # --- learning-rate schedule ----------------------------------------------------------------
 class Schedule:
-    """Linear warm-up, then cosine decay to ``min_lr``, plateau cuts, or a constant rate.
+    """Linear warm-up, then cosine decay to ``min_lr``, plateau cuts, a constant rate, or a
+    per-epoch step decay (``lr * decay_factor ** (epochs since decay_start + 1)``).
 
     Progress is the larger of the step fraction and, with ``max_minutes``, the time fraction, so
     a time-budgeted run still finishes its cosine.
@@ -156,7 +166,7 @@ class Schedule:
         self.best = math.inf
         self.bad_evals = 0
 
-    def lr(self, step: int, progress: float) -> float:
+    def lr(self, step: int, progress: float, epoch: int = 0) -> float:
         c = self.cfg
         if step < c.warmup_steps:
             return c.lr * (step + 1) / c.warmup_steps
@@ -164,6 +174,8 @@ class Schedule:
             w = min(c.warmup_steps / c.max_steps, 0.5)
             p = min(max((progress - w) / (1 - w), 0.0), 1.0)
             return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * p))
+        if c.schedule == "step":  # epochs of the batch source, e.g. Zaremba et al.'s halving
+            return c.lr * c.decay_factor ** max(0, epoch - c.decay_start + 1)
         return c.lr * self.scale
 
     def on_eval(self, metric: float) -> None:
@@ -243,7 +255,8 @@ class Trainer:
                 progress = prog.step / cfg.max_steps
                 if cfg.max_minutes is not None:
                     progress = max(progress, elapsed / (60 * cfg.max_minutes))
-                lr = sched.lr(prog.step, progress)
+                epoch = getattr(batches, "next_epoch", int)()  # a source without epochs: 0
+                lr = sched.lr(prog.step, progress, epoch)
                 for group in opt.param_groups:
                     group["lr"] = lr
 
