@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
@@ -37,6 +38,7 @@ from torch import nn
 from seqlab.errors import SeqlabError
 from seqlab.models.base import NeuralLM, TokenModel, _without_onednn
 from seqlab.models.recurrent import RecurrentStack, StackConfig
+from seqlab.protocol import split_lengths
 from seqlab.run import Run
 from seqlab.seq2seq.attention import Attention
 from seqlab.seq2seq.data import (
@@ -360,3 +362,20 @@ class Conditioned(TokenModel):
         for tok in prompt:
             logits, state = self.step(int(tok), state)
         return logits, state
+
+    def log_prob(self, X: np.ndarray, lengths: list[int] | None = None) -> np.ndarray:
+        """log p(x_t | x_<t, source) for target ids; each sequence starts after <bos>. <eos> is
+        scored only where it appears in `X`."""
+        segs = split_lengths(np.asarray(X), lengths)
+        src = self.source.numpy()
+        pairs = Pairs(np.concatenate([src] * len(segs)).astype(np.int32),
+                      np.arange(len(segs) + 1) * len(src),
+                      np.concatenate(segs).astype(np.int32), np.cumsum([0, *map(len, segs)]))
+        lp, bounds = self.model.log_prob(pairs), np.cumsum([0, *(len(s) + 1 for s in segs)])
+        return np.concatenate([lp[a : a + len(s)] for a, s in zip(bounds, segs, strict=False)])
+
+    def fit(self, *args: Any, **kwargs: Any) -> Self:
+        raise SeqlabError("a conditioned decoder is trained through its Seq2Seq model")
+
+    def save(self, path: str | Path) -> None:
+        raise SeqlabError("save the Seq2Seq model; a conditioned decoder is a view of it")
