@@ -31,6 +31,7 @@ from seqlab.seq2seq.search import DecodeConfig
 from seqlab.train import TrainConfig
 
 PAIRS = encoded(reversal_pairs(9, max_len=8, seed=2))
+DROPOUT = 0.1
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -138,7 +139,7 @@ def test_checkpoint_round_trip_and_protocol(tmp_path: Path) -> None:
 
 def _train(pairs: Pairs, steps: int, run: Run, valid: Pairs | None = None) -> Seq2Seq:
     torch.manual_seed(0)
-    cfg = Seq2SeqConfig(hidden=64, emb_dim=32, dropout=0.0)
+    cfg = Seq2SeqConfig(hidden=64, emb_dim=32, dropout=DROPOUT)
     return Seq2Seq(cfg, digit_vocab()).fit(pairs, valid=valid, run=run)
 
 

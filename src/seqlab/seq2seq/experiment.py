@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seqlab import models
 from seqlab.config import from_dict, to_dict
 from seqlab.errors import SeqlabError
@@ -39,6 +41,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     run = open_run(exp, out, resume=resume, command=command)
     run.callbacks = list(callbacks or [])
     data.vocab.save(Path(out) / "vocab.json")
+    torch.manual_seed(exp.train.seed)  # the initial weights too follow train.seed
     model = models.build(exp.model_name, data.vocab, to_dict(exp.model))
     print(f"training {exp.model_name} on {len(data.train):,} pairs (vocabularies "
           f"{len(data.vocab.src)} / {len(data.vocab.tgt)}, {model.num_parameters():,} "
