@@ -180,4 +180,4 @@ def test_teacher_forcing_ratio_is_used_in_training() -> None:
     torch.manual_seed(1)
     c, _ = model.training_loss(pairs.batch(range(32)), None)
     assert a.item() == b.item() != c.item()  # the gold/own coin flips come from the seeded RNG
-    assert math.isfinite(float(a)) and EOS_ID == 3
+    assert math.isfinite(a.item())

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.conftest import char_vocab
+from tests.seq2seq.conftest import reversal_pairs, write_tsv
+from tests.test_cli import snapshot
 
 from seqlab import models
 from seqlab.cli import main
 from seqlab.io import load_tensors
-from tests.conftest import char_vocab
-from tests.seq2seq.conftest import reversal_pairs, write_tsv
-from tests.test_cli import snapshot
 
 TINY = ["model.hidden=32", "model.emb_dim=16", "train.batch_size=16", "train.eval_interval=10",
         "train.progress=false", "train.warmup_steps=5", "train.lr=0.005"]
