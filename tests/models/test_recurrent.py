@@ -192,6 +192,15 @@ def test_checkpoint_trained_fused_runs_through_reference_cells(tmp_path) -> None
     np.testing.assert_allclose(ref.log_prob(ids), fused.log_prob(ids), atol=1e-6)
 
 
+def test_tied_weights_save_once_and_stay_tied(tmp_path) -> None:
+    lm = _lm(emb_dim=8, tie_weights=True)
+    lm.save(tmp_path / "tied.safetensors")
+    again = models.load(tmp_path / "tied.safetensors")
+    assert again.head.weight is again.embed.weight
+    ids = np.array([2, 3, 4, 1, 5], dtype=np.int64)
+    np.testing.assert_array_equal(again.log_prob(ids), lm.log_prob(ids))
+
+
 def test_lm_trace_probes_give_total_gradients() -> None:
     lm = _lm(cell="gru", layers=1)
     idx = torch.tensor([[2, 3, 4, 5, 2]])

@@ -360,6 +360,17 @@ class RecurrentLM(NeuralLM):
     def initial_state(self, batch_size: int = 1) -> State:
         return self.stack.initial_state(batch_size)
 
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors, meta = super().checkpoint()
+        if self.config.tie_weights:  # one tensor under two names: safetensors stores it once
+            tensors.pop("model.head.weight")
+        return tensors, meta
+
+    def load_checkpoint(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.config.tie_weights and "model.embed.weight" in tensors:
+            tensors = {**tensors, "model.head.weight": tensors["model.embed.weight"]}
+        super().load_checkpoint(tensors)
+
     def forward(self, idx: torch.Tensor, state: State | None = None
                 ) -> tuple[torch.Tensor, State]:
         """idx (B, T) token ids -> logits (B, T, V) and the final state."""
