@@ -1,0 +1,288 @@
+"""``seqlab compare``: train several model specifications on the same data, split and budget.
+
+    seqlab compare --data TRAIN --valid VALID --models ngram,window,rnn,gru,lstm,tcn \\
+        --max-minutes M --out DIR --json
+
+Each specification is trained by its family's own pipeline (``seqlab.experiment.train`` for
+language models) into ``DIR/<name>``; every run reads the same files with the same tokenisation,
+so all share one vocabulary and one split. The leaderboard has, per model, bits per token on the
+validation and test splits, the number of stored parameters, the training time and the training
+tokens per second. It is printed, and saved as ``leaderboard.json`` and ``leaderboard.md``, with
+the learning curves (from each run's ``metrics.jsonl``) in ``learning_curves.png``.
+
+Nothing here knows a model family. Scores come from the protocol's ``log_prob`` (through
+`seqlab.evaluate`); "parameters" counts the values in the run's best checkpoint (weights for a
+network, n-gram counts and keys for an n-gram, whatever a family saves); tokens come from the
+training records when the family logs them (``tokens``), else one pass over the training split.
+
+A specification is a registry name with optional overrides, ``name:key=value:key=value``; bare
+keys are model keys, ``train.*`` keys change that model's training only, e.g.
+``lstm:hidden=512:layers=1`` or ``tcn:levels=10:train.lr=1e-3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqlab import models
+from seqlab.config import apply_overrides, from_dict, parse_value, to_dict
+from seqlab.data.corpus import DataConfig
+from seqlab.errors import SeqlabError
+from seqlab.io import atomic_open, load_tensors, read_json, write_json
+from seqlab.train import TrainConfig
+
+COLUMNS = [("model", "model", "s"), ("valid_bits_per_token", "valid bits/token", ".4f"),
+           ("test_bits_per_token", "test bits/token", ".4f"), ("parameters", "parameters", ",d"),
+           ("train_seconds", "train time (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f"),
+           ("tokens", "train tokens", ",d")]
+
+
+@dataclass
+class Spec:
+    """One entry of ``--models``: a registry name and its overrides."""
+
+    label: str  # as written, e.g. "lstm:hidden=512"; the row's name
+    model: str  # registry name
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", self.label).strip("-")
+
+
+def parse_specs(text: str | list[str]) -> list[Spec]:
+    """``ngram,lstm:hidden=512`` -> specs; unknown models and repeated labels are errors."""
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    if not items:
+        raise SeqlabError("--models expects a comma-separated list of model names, got none")
+    specs = [_parse_spec(item) for item in items]
+    folders = [s.folder for s in specs]
+    for s in specs:
+        if folders.count(s.folder) > 1:
+            raise SeqlabError(f"--models lists {s.label!r} twice; give each entry different "
+                              "overrides")
+    return specs
+
+
+def _parse_spec(item: str) -> Spec:
+    name, *pairs = item.split(":")
+    cls, _ = models.resolve(name)  # raises, naming the valid models
+    if getattr(cls, "task", "lm") != "lm":
+        raise SeqlabError(f"seqlab compare ranks language models by bits per token; {name} is "
+                          f"a {cls.task} model")
+    spec = Spec(label=item, model=name)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SeqlabError(f"--models: expected name:key=value, got {item!r}")
+        if key.startswith("train."):
+            spec.train_overrides[key[len("train."):]] = parse_value(value)
+        else:
+            spec.model_overrides[key.removeprefix("model.")] = parse_value(value)
+    models.make_config(name, spec.model_overrides)  # validate now, before anything trains
+    return spec
+
+
+# --- running ------------------------------------------------------------------------------------
+def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | Path, *,
+            resume: bool = False, command: list[str] | None = None,
+            log: Any = None) -> list[dict[str, Any]]:
+    """Train every spec into ``out/<folder>`` and return the leaderboard rows (also saved).
+
+    With ``resume``, a model whose folder already holds a finished row is not trained again, so
+    a long comparison can run in several invocations.
+    """
+    from seqlab.experiment import Experiment
+
+    out, log = Path(out), log or sys.stderr
+    rows = []
+    for spec in specs:
+        run_dir = out / spec.folder
+        if resume and (run_dir / "row.json").exists():
+            rows.append(read_json(run_dir / "row.json"))
+            print(f"{spec.label}: reusing {run_dir}", file=log)
+            continue
+        task = models.task_module(models.resolve(spec.model)[0])
+        exp = Experiment(model_name=spec.model,
+                         model=models.make_config(spec.model, spec.model_overrides), data=data,
+                         train=_train_config(train, spec))
+        t0 = time.perf_counter()
+        _, corpus, scores = task.train(exp, run_dir, command=command, log=log)
+        row = leaderboard_row(spec.label, run_dir, scores, time.perf_counter() - t0,
+                              len(corpus.train))
+        write_json(run_dir / "row.json", row)
+        rows.append(row)
+    save_leaderboard(rows, out, data)
+    return rows
+
+
+def _train_config(train: TrainConfig, spec: Spec) -> TrainConfig:
+    if not spec.train_overrides:
+        return train
+    return from_dict(TrainConfig, {**to_dict(train), **spec.train_overrides}, prefix="train.")
+
+
+def leaderboard_row(label: str, run_dir: Path, scores: list[Any], wall: float,
+                    train_tokens: int) -> dict[str, Any]:
+    """One row, from the protocol's scores and the run folder alone (any family)."""
+    by_split = {e.split: e for e in scores}
+    eval_seconds = sum(e.seconds for e in scores)
+    train_seconds = max(wall - eval_seconds, 1e-9)
+    tokens, steps = _trained_tokens(run_dir, train_tokens)
+    tensors, _ = load_tensors(run_dir / "best.safetensors")
+    valid, test = by_split.get("valid"), by_split.get("test")
+    return {
+        "model": label,
+        "bits_per_token": (test or valid).bits_per_token if (test or valid) else None,
+        "valid_bits_per_token": valid.bits_per_token if valid else None,
+        "test_bits_per_token": test.bits_per_token if test else None,
+        "test_perplexity": test.perplexity if test else None,
+        "parameters": sum(t.numel() for k, t in tensors.items() if not k.startswith("optim.")),
+        "train_seconds": train_seconds, "tokens": tokens, "steps": steps,
+        "tokens_per_sec": tokens / train_seconds, "run": str(run_dir),
+    }
+
+
+def _trained_tokens(run_dir: Path, train_tokens: int) -> tuple[int, int | None]:
+    """Tokens consumed in training and optimizer steps: the trainer's saved progress when the
+    family trains with `seqlab.train.Trainer`; else what the family logged (``tokens``); else
+    one pass over the training split (a counting model)."""
+    last = run_dir / "last.safetensors"
+    if last.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(last), framework="pt") as f:
+            trainer = json.loads((f.metadata() or {}).get("trainer", "null"))
+        if trainer:
+            return int(trainer["progress"]["tokens"]), int(trainer["progress"]["step"])
+    logged = [r for r in _records(run_dir / "metrics.jsonl")
+              if "tokens" in r and r.get("kind") not in ("eval", "final")]  # those are scored
+    return (int(logged[-1]["tokens"]) if logged else train_tokens), None
+
+
+def _records(metrics: Path) -> list[dict[str, Any]]:
+    if not metrics.exists():
+        return []
+    return [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line]
+
+
+# --- output -------------------------------------------------------------------------------------
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    rule = "|" + "|".join(" --- " if k == "model" else " ---: " for k, _, _ in COLUMNS) + "|"
+    body = ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in COLUMNS) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def _cell(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def save_leaderboard(rows: list[dict[str, Any]], out: Path, data: DataConfig) -> None:
+    """leaderboard.json, leaderboard.md (best first) and learning_curves.png in ``out``."""
+    ranked = sorted(rows, key=lambda r: (r["bits_per_token"] is None, r["bits_per_token"]))
+    write_json(out / "leaderboard.json", {"data": to_dict(data), "rows": ranked})
+    with atomic_open(out / "leaderboard.md", "w") as f:
+        f.write(f"Data: `{data.path}` ({data.level} level); lower bits/token is better.\n\n")
+        f.write(markdown(ranked) + "\n\n")
+        f.write("Parameters: values stored in the best checkpoint. Train time: wall time of "
+                "training, periodic validation included, final scoring excluded; tokens/s = "
+                "train tokens / train time.\n")
+    plot_curves(rows, out / "learning_curves.png")
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Validation and training bits/token against training time, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (ax_v, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(rows):
+        style = {"color": colors[i % len(colors)], "label": row["model"]}
+        records = _records(Path(row["run"]) / "metrics.jsonl")
+        train = [r for r in records if r.get("kind") == "train"]
+        evals = [r for r in records if r.get("kind") == "eval"]
+        if train and evals:  # eval records carry steps; the clock comes from training records
+            steps = [0] + [r["step"] for r in train]
+            clock = [0.0] + [r["elapsed_s"] for r in train]
+            rate = clock[-1] / max(steps[-1], 1)  # seconds per step, to extend past the last
+            t = [np.interp(r["step"], steps, clock) if r["step"] <= steps[-1]
+                 else clock[-1] + rate * (r["step"] - steps[-1]) for r in evals]
+            ax_v.plot(t, [r["bits_per_token"] for r in evals], marker="o", ms=3, **style)
+        elif row["valid_bits_per_token"] is not None:  # counted, not trained: one value
+            ax_v.axhline(row["valid_bits_per_token"], ls="--", lw=1, **style)
+        if train:
+            ax_t.plot([r["elapsed_s"] for r in train], [r["bits_per_token"] for r in train],
+                      lw=1, marker="." if len(train) < 3 else None, **style)
+    for ax, title in ((ax_v, "validation"), (ax_t, "training (running mean)")):
+        ax.set_xlabel("training time (s)")
+        ax.set_ylabel("bits/token")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+# --- command line -------------------------------------------------------------------------------
+def register(subparsers: Any) -> dict[str, Any]:
+    c = subparsers.add_parser("compare", help="train several models on the same split; rank")
+    c.add_argument("--data", help="training text (default: Python's documentation, built in)")
+    c.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
+    c.add_argument("--test", help="separate test file (default: a fraction of --data)")
+    c.add_argument("--level", choices=["char", "byte", "word"], help="tokenisation level")
+    c.add_argument("--models", required=True,
+                   help="comma-separated specs: name[:key=value...], e.g. ngram,lstm:hidden=512")
+    c.add_argument("--max-minutes", type=float, help="training budget per model (minutes)")
+    c.add_argument("--max-steps", type=int, help="optimizer steps per model")
+    c.add_argument("--out", required=True, help="folder: one run per model, plus the leaderboard")
+    c.add_argument("--resume", action="store_true", help="keep models already finished in --out")
+    c.add_argument("--json", action="store_true", help="end with one JSON line: {'rows': [...]}")
+    c.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="data.* and train.* overrides shared by every model")
+    return {"compare": cmd_compare}
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    specs = parse_specs(args.models)
+    raw = apply_overrides({}, args.overrides)
+    bad = sorted(set(raw) - {"data", "train"})
+    if bad:
+        raise SeqlabError(f"seqlab compare takes data.* and train.* overrides (model keys go in "
+                          f"--models, e.g. lstm:hidden=512), got {bad[0]}.*")
+    data_raw = {**raw.get("data", {}), **{k: v for k, v in (
+        ("path", args.data), ("valid", args.valid), ("test", args.test), ("level", args.level))
+        if v is not None}}
+    train_raw = dict(raw.get("train", {}))
+    if args.max_minutes is not None:
+        train_raw["max_minutes"] = args.max_minutes
+        train_raw.setdefault("max_steps", args.max_steps or 10**9)  # the clock is the budget
+    if args.max_steps is not None:
+        train_raw["max_steps"] = args.max_steps
+    data = from_dict(DataConfig, data_raw, prefix="data.")
+    train = from_dict(TrainConfig, train_raw, prefix="train.")
+    rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv)
+    print(markdown(sorted(rows, key=lambda r: (r["bits_per_token"] is None,
+                                               r["bits_per_token"]))))
+    print(f"leaderboard: {Path(args.out) / 'leaderboard.md'}, curves: "
+          f"{Path(args.out) / 'learning_curves.png'}")
+    if args.json:
+        print(json.dumps({"rows": rows, "out": str(args.out)}))
+    return 0
