@@ -51,7 +51,7 @@ class ConvConfig:
     emb_dim: int = 64  # token embedding size (the LM's input channels)
     channels: int = 128  # channels of every layer
     kernel_size: int | None = None  # k; None: 3 for tcn, 2 for wavenet
-    levels: int = 8  # dilations 1, 2, 4, ..., 2^(levels-1)
+    levels: int = 6  # dilations 1, 2, 4, ..., 2^(levels-1): receptive field 253 for a k=3 TCN
     blocks: int = 1  # how many times the dilation cycle repeats (WaveNet uses several)
     dilations: tuple[int, ...] = ()  # an explicit schedule instead of levels x blocks
     skip_channels: int = 128  # wavenet: width of the skip path
