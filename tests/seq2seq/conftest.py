@@ -52,7 +52,11 @@ def write_tsv(path: Path, pairs: list[tuple[list[str], list[str]]]) -> Path:
 # every attention kind with both gated cells, plus the Elman RNN once
 VARIANTS = [{"attention": a, "cell": c} for a in ("none", "bahdanau", "dot", "general")
             for c in ("lstm", "gru")] + [{"attention": "general", "cell": "rnn"}]
-VARIANT_IDS = [f"{v['attention']}-{v['cell']}" for v in VARIANTS]
+# without input feeding, teacher forcing runs the whole decoder stack in one fused call
+VARIANTS += [{"attention": a, "cell": "lstm", "input_feeding": False}
+             for a in ("none", "bahdanau")]
+VARIANT_IDS = [f"{v['attention']}-{v['cell']}" + ("-nofeed" if len(v) > 2 else "")
+               for v in VARIANTS]
 
 
 @pytest.fixture
