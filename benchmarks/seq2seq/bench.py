@@ -78,7 +78,7 @@ EXPERIMENTS = {
     "reversal-attention": Spec("reversal", JOEY_LIKE, TRAIN_REV,
                                published="Joey NMT BiLSTM + Luong: ~95 BLEU"),
     "reversal-none": Spec("reversal", {**JOEY_LIKE, **NO_ATT}, {**TRAIN_REV, "max_steps": 2000}),
-    "addition-attention": Spec("addition", {**JOEY_LIKE, "emb_dim": 32}, TRAIN_ADD),
+    "addition-attention": Spec("addition", {**JOEY_LIKE, "attention": "bahdanau"}, TRAIN_ADD),
     "addition-none": Spec("addition", {**JOEY_LIKE, **NO_ATT}, TRAIN_ADD),
     "scan-simple-attention": Spec("scan-simple", SCAN_ATT, TRAIN_SCAN, SCAN_DECODE,
                                   "best 99.8% (L&B 2018); reproduction 98.9%"),
@@ -194,16 +194,20 @@ def environment() -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    head = ("| experiment | params | steps | train CPU s | exact match greedy | beam 5 | "
-            "BLEU | decode CPU s (greedy / beam 5) | by length | published |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
+    head = ("| experiment | model | params | steps | train CPU s | exact match greedy | beam 5 "
+            "| BLEU | decode CPU s (greedy / beam 5) | by length | published |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n")
     rows = []
     for name in EXPERIMENTS:
         r = results.get("experiments", {}).get(name)
         if r is None:
             continue
         bands = ", ".join(f"{k}: {v:.1%}" for k, v in r["by_length_greedy"].items())
-        rows.append(f"| {name} | {r['parameters']:,} | {r['steps']} | {r['train_cpu_s']:.0f} | "
+        m = r["model"]
+        desc = (f"{m['cell']} {m.get('enc_layers', 1)}+{m.get('dec_layers', 1)}x{m['hidden']}"
+                f"{' bi' if m.get('bidirectional', True) else ''}, {m['attention']}")
+        rows.append(f"| {name} | {desc} | {r['parameters']:,} | {r['steps']} | "
+                    f"{r['train_cpu_s']:.0f} | "
                     f"{r['exact_match_greedy']:.1%} | {r['exact_match_beam5']:.1%} | "
                     f"{r['test_scores']['bleu']:.1f} | {r['greedy_cpu_s']:.1f} / "
                     f"{r['beam5_cpu_s']:.1f} | {bands} | {r['published']} |")
