@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
     t.add_argument("--test", help="separate test file (default: a fraction of --data)")
     t.add_argument("--level", choices=["char", "byte", "word"], help="tokenisation level")
+    t.add_argument("--cell", choices=["fused", "reference"],
+                   help="recurrent models: PyTorch's fused kernels or the hand-written reference "
+                        "cells (sets model.impl)")
     t.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
     t.add_argument("--max-steps", type=int, help="sets train.max_steps")
     t.add_argument("--max-minutes", type=float, help="sets train.max_minutes")
@@ -90,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     raw = load_file(args.config) if args.config else {}
     flags = _flag_overrides(args, {
         "model": "model.name", "data": "data.path", "valid": "data.valid", "test": "data.test",
-        "level": "data.level", "max_steps": "train.max_steps",
+        "level": "data.level", "cell": "model.impl", "max_steps": "train.max_steps",
         "max_minutes": "train.max_minutes", "seed": "train.seed"})
     exp = resolve(apply_overrides(raw, [*args.overrides, *flags]))
     out = args.out or _default_out(exp.model_name)

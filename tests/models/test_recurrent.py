@@ -241,11 +241,12 @@ def test_cli_refuses_bidirectional_lm_without_writing(tmp_path, tiny_text, capsy
     assert not out.exists()
 
 
-def test_cli_reference_cells_train(tmp_path, tiny_text, capsys) -> None:
-    """``model.impl=reference`` is the CLI spelling of the issue's ``--cell reference``."""
+@pytest.mark.parametrize("flag", [["--cell", "reference"], ["model.impl=reference"]])
+def test_cli_reference_cells_train(flag: list[str], tmp_path, tiny_text, capsys) -> None:
+    """``--cell reference`` (or ``model.impl=reference``) trains with the hand-written cells."""
     out = tmp_path / "run"
     code = main(["train", "--model", "gru", "--data", str(tiny_text), "--out", str(out),
-                 "model.impl=reference", "model.hidden=8", "model.emb_dim=4", "model.layers=1",
+                 *flag, "model.hidden=8", "model.emb_dim=4", "model.layers=1",
                  "train.max_steps=3", "train.batch_size=2", "train.seq_len=8",
                  "train.progress=false", "train.eval_interval=3"])
     assert code == 0
