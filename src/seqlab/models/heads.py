@@ -26,6 +26,7 @@ from torch import nn
 
 from seqlab.config import from_dict, to_dict
 from seqlab.errors import SeqlabError
+from seqlab.models.base import NeuralLM
 from seqlab.models.conv import ConvConfig, build_stack
 from seqlab.models.recurrent import RecurrentStack, StackConfig
 
@@ -105,12 +106,9 @@ class SequenceHead(nn.Module):
         x, y = batch
         return self.loss(self(x), y), None
 
-    def configure_optimizer(self, cfg: Any) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr)
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                 weight_decay=cfg.weight_decay)
+    # The language models' choice: AdamW with decay on matrices only, or plain SGD.
+    configure_optimizer = NeuralLM.configure_optimizer
+    num_parameters = NeuralLM.num_parameters
 
     def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         return ({f"model.{k}": v for k, v in self.state_dict().items()},
@@ -124,6 +122,3 @@ class SequenceHead(nn.Module):
     def from_config(cls, data: dict[str, Any]) -> SequenceHead:
         """Build from a plain dict (e.g. a checkpoint's ``config``), strictly."""
         return cls(from_dict(HeadConfig, data, prefix="head."))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
