@@ -1,0 +1,663 @@
+"""Linear-Gaussian state-space models: Kalman filter, RTS smoother, exact likelihood, EM.
+
+References: R. Kalman (1960); H. Rauch, F. Tung and C. Striebel (1965) for the smoother;
+R. Shumway and D. Stoffer (1982, and *Time Series Analysis and Its Applications*, ch. 6) for
+EM with missing data; Z. Ghahramani and G. Hinton (1996), "Parameter estimation for linear
+dynamical systems"; the APIs of pykalman and statsmodels' state-space models.
+
+    z_1 ~ N(mu0, P0),    z_t = F z_{t-1} + w_t,  w_t ~ N(0, Q)      (state, n dimensions)
+                         x_t = H z_t + v_t,      v_t ~ N(0, R)      (observation, d dimensions)
+
+(mu0, P0) is the distribution of the first state itself, as pykalman's ``initial_state_*`` and
+statsmodels' ``initialize_known``. Missing observations are NaN, whole vectors or single
+entries: the update uses the observed entries only, and the log-likelihood is that of the
+observed entries. Several sequences run at once, batched inside the compiled loops: pass
+(B, T, d) arrays, or concatenated (N, d) data with ``lengths``.
+
+Numerical care: the covariance update is the Joseph form
+``P = (I - K H) P (I - K H)^T + K R K^T``, followed by explicit symmetrisation, and every
+innovation covariance is factorised by Cholesky; covariances stay symmetric positive definite
+over long runs where the textbook ``(I - K H) P`` drifts.
+
+EM (``fit``) updates any subset of the parameters (``em_vars``) and keeps the rest fixed; each
+update is the exact maximiser of the expected complete-data log-likelihood given the others, so
+the likelihood never decreases. With missing entries, the missing part of x_t is integrated out
+in closed form (its conditional law given z_t and the observed part).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numba as nb
+import numpy as np
+
+from seqlab.errors import SeqlabError
+from seqlab.io import load_tensors, save_tensors
+from seqlab.protocol import split_lengths
+from seqlab.run import Run
+
+LOG_2PI = math.log(2 * math.pi)
+PARAMS = ("transition_matrix", "observation_matrix", "transition_covariance",
+          "observation_covariance", "initial_state_mean", "initial_state_covariance")
+SHORT = {"F": "transition_matrix", "H": "observation_matrix", "Q": "transition_covariance",
+         "R": "observation_covariance", "mu0": "initial_state_mean",
+         "P0": "initial_state_covariance"}
+
+
+# --- small dense linear algebra, compiled ------------------------------------------------------
+# The matrices are tiny (a few states), where loops beat LAPACK calls and their overhead.
+@nb.njit(cache=True)
+def _cholesky(A: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor; a non-positive pivot gives NaN (checked by the caller)."""
+    n = A.shape[0]
+    L = np.zeros((n, n))
+    for j in range(n):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not s > 0.0:
+            L[:, :] = np.nan
+            return L
+        L[j, j] = math.sqrt(s)
+        for i in range(j + 1, n):
+            s = A[i, j]
+            for k in range(j):
+                s -= L[i, k] * L[j, k]
+            L[i, j] = s / L[j, j]
+    return L
+
+
+@nb.njit(cache=True)
+def _chol_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve (L L^T) X = B for X (B: n x m)."""
+    n, m = B.shape
+    Y = np.empty((n, m))
+    for c in range(m):
+        for i in range(n):  # forward: L y = b
+            s = B[i, c]
+            for k in range(i):
+                s -= L[i, k] * Y[k, c]
+            Y[i, c] = s / L[i, i]
+        for i in range(n - 1, -1, -1):  # backward: L^T x = y
+            s = Y[i, c]
+            for k in range(i + 1, n):
+                s -= L[k, i] * Y[k, c]
+            Y[i, c] = s / L[i, i]
+    return Y
+
+
+@nb.njit(cache=True)
+def _mm(A: np.ndarray, B: np.ndarray, out: np.ndarray, transpose_b: bool = False) -> None:
+    """out = A @ B (or A @ B^T), written into a preallocated array."""
+    n, k = A.shape
+    m = B.shape[0] if transpose_b else B.shape[1]
+    for i in range(n):
+        for j in range(m):
+            s = 0.0
+            for p in range(k):
+                s += A[i, p] * (B[j, p] if transpose_b else B[p, j])
+            out[i, j] = s
+
+
+@nb.njit(cache=True)
+def _symmetrise(P: np.ndarray) -> None:
+    n = P.shape[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            v = 0.5 * (P[i, j] + P[j, i])
+            P[i, j] = v
+            P[j, i] = v
+
+
+@nb.njit(cache=True)
+def _update(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray, R: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Condition N(m, P) on the observed entries of x (NaN = missing): Joseph form.
+
+    Returns the filtered mean and covariance and log N(x_obs; H_obs m, S).
+    """
+    n = len(m)
+    obs = np.flatnonzero(~np.isnan(x))
+    k = len(obs)
+    if k == 0:
+        return m.copy(), P.copy(), 0.0
+    Ho, xo, Ro = H[obs], x[obs], R[obs][:, obs]  # (k, n), (k,), (k, k)
+    PHt = P @ Ho.T  # (n, k)
+    S = Ho @ PHt + Ro
+    _symmetrise(S)
+    L = _cholesky(S)
+    if np.isnan(L[0, 0]):
+        return m.copy(), P.copy(), np.nan  # S not positive definite: reported by the caller
+    e = xo - Ho @ m
+    K = _chol_solve(L, PHt.T).T  # (n, k) = P H^T S^-1
+    sol = _chol_solve(L, e.reshape(k, 1))
+    quad, logdet = 0.0, 0.0
+    for i in range(k):
+        quad += e[i] * sol[i, 0]
+        logdet += 2.0 * math.log(L[i, i])
+    IKH = np.eye(n) - K @ Ho
+    Pf = IKH @ P @ IKH.T + K @ Ro @ K.T
+    _symmetrise(Pf)
+    return m + K @ e, Pf, -0.5 * (k * math.log(2 * math.pi) + logdet + quad)
+
+
+@nb.njit(cache=True)
+def _update_full(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray, R: np.ndarray,
+                 mf: np.ndarray, Pf: np.ndarray, PHt: np.ndarray, S: np.ndarray,
+                 K: np.ndarray, A: np.ndarray, T1: np.ndarray, KR: np.ndarray) -> float:
+    """`_update` for a fully observed x, writing into mf, Pf and scratch arrays."""
+    n, d = PHt.shape
+    _mm(P, H, PHt, True)  # P H^T (n, d)
+    _mm(H, PHt, S)  # H P H^T (d, d)
+    for i in range(d):
+        for j in range(d):
+            S[i, j] += R[i, j]
+    _symmetrise(S)
+    L = _cholesky(S)
+    if np.isnan(L[0, 0]):
+        return np.nan
+    Kt = _chol_solve(L, PHt.T.copy())  # (d, n) = S^-1 H P
+    e = np.empty(d)
+    for i in range(d):
+        s = x[i]
+        for j in range(n):
+            s -= H[i, j] * m[j]
+        e[i] = s
+    sol = _chol_solve(L, e.reshape(d, 1))
+    quad, logdet = 0.0, 0.0
+    for i in range(d):
+        quad += e[i] * sol[i, 0]
+        logdet += 2.0 * math.log(L[i, i])
+    for i in range(n):
+        s = m[i]
+        for j in range(d):
+            K[i, j] = Kt[j, i]
+            s += K[i, j] * e[j]
+        mf[i] = s
+    _mm(K, H, A)  # A = I - K H
+    for i in range(n):
+        for j in range(n):
+            A[i, j] = (1.0 if i == j else 0.0) - A[i, j]
+    _mm(A, P, T1)
+    _mm(T1, A, Pf, True)  # (I - KH) P (I - KH)^T
+    _mm(K, R, KR)
+    _mm(KR, K, T1, True)  # K R K^T
+    for i in range(n):
+        for j in range(n):
+            Pf[i, j] += T1[i, j]
+    _symmetrise(Pf)
+    return -0.5 * (d * math.log(2 * math.pi) + logdet + quad)
+
+
+@nb.njit(cache=True)
+def _filter(X: np.ndarray, lens: np.ndarray, F: np.ndarray, H: np.ndarray, Q: np.ndarray,
+            R: np.ndarray, mu0: np.ndarray, P0: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Kalman filter over a batch X (B, T, d), sequence b running for lens[b] steps.
+
+    Returns predicted means/covariances (prior of z_t given x_<t), filtered ones (given x_<=t)
+    and the per-step log-likelihood log p(x_t | x_<t) (B, T); entries past lens[b] are zero.
+    Fully observed steps take the allocation-free path; steps with missing entries the general
+    one.
+    """
+    B, T, d = X.shape
+    n = len(mu0)
+    mp, mf = np.zeros((B, T, n)), np.zeros((B, T, n))
+    Pp, Pf = np.zeros((B, T, n, n)), np.zeros((B, T, n, n))
+    ll = np.zeros((B, T))
+    PHt, S, K, A = np.empty((n, d)), np.empty((d, d)), np.empty((n, d)), np.empty((n, n))
+    T1, KR, FP = np.empty((n, n)), np.empty((n, d)), np.empty((n, n))
+    for b in range(B):
+        for t in range(lens[b]):
+            if t == 0:
+                mp[b, t], Pp[b, t] = mu0, P0
+            else:
+                for i in range(n):
+                    s = 0.0
+                    for j in range(n):
+                        s += F[i, j] * mf[b, t - 1, j]
+                    mp[b, t, i] = s
+                _mm(F, Pf[b, t - 1], FP)
+                _mm(FP, F, Pp[b, t], True)
+                for i in range(n):
+                    for j in range(n):
+                        Pp[b, t, i, j] += Q[i, j]
+                _symmetrise(Pp[b, t])
+            x = X[b, t]
+            if not np.isnan(x).any():
+                ll[b, t] = _update_full(mp[b, t], Pp[b, t], x, H, R, mf[b, t], Pf[b, t],
+                                        PHt, S, K, A, T1, KR)
+            else:
+                mf[b, t], Pf[b, t], ll[b, t] = _update(mp[b, t], Pp[b, t], x, H, R)
+    return mp, Pp, mf, Pf, ll
+
+
+@nb.njit(cache=True)
+def _smoother(F: np.ndarray, lens: np.ndarray, mp: np.ndarray, Pp: np.ndarray, mf: np.ndarray,
+              Pf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rauch-Tung-Striebel smoother: smoothed means, covariances, and the lag-one covariances
+    Cov(z_t, z_{t-1} | x) (zero at t = 0), which EM needs."""
+    B, T, n = mf.shape
+    ms, Ps, Pl = mf.copy(), Pf.copy(), np.zeros((B, T, n, n))
+    FP, D, JD = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+    for b in range(B):
+        for t in range(lens[b] - 2, -1, -1):
+            L = _cholesky(Pp[b, t + 1])
+            _mm(F, Pf[b, t], FP)
+            J = _chol_solve(L, FP).T  # P_t|t F^T P_t+1|t^-1
+            for i in range(n):
+                s = mf[b, t, i]
+                for j in range(n):
+                    s += J[i, j] * (ms[b, t + 1, j] - mp[b, t + 1, j])
+                    D[i, j] = Ps[b, t + 1, i, j] - Pp[b, t + 1, i, j]
+                ms[b, t, i] = s
+            _mm(J, D, JD)
+            _mm(JD, J, Ps[b, t], True)
+            for i in range(n):
+                for j in range(n):
+                    Ps[b, t, i, j] += Pf[b, t, i, j]
+            _symmetrise(Ps[b, t])
+            _mm(Ps[b, t + 1], J, Pl[b, t + 1], True)
+    return ms, Ps, Pl
+
+
+@nb.njit(cache=True)
+def _observation_moments(X: np.ndarray, lens: np.ndarray, H: np.ndarray, R: np.ndarray,
+                         ms: np.ndarray, Ps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums over steps of E[x z^T] (d, n) and E[x x^T] (d, d) under the smoothed posterior.
+
+    A missing part x_m of x_t is, given z_t and the observed part x_o, Gaussian with mean
+    H_m z + G (x_o - H_o z), G = R_mo R_oo^-1, and covariance R_mm - G R_om; so x_t = a + C z_t
+    + e with a, C, Cov(e) below, and the moments follow from E[z z^T] = P + m m^T.
+    """
+    B, d = X.shape[0], X.shape[2]
+    n = H.shape[1]
+    Sxz, Sxx = np.zeros((d, n)), np.zeros((d, d))
+    for b in range(B):
+        for t in range(lens[b]):
+            x = X[b, t]
+            obs = np.flatnonzero(~np.isnan(x))
+            mis = np.flatnonzero(np.isnan(x))
+            a, C, E = np.zeros(d), np.zeros((d, n)), np.zeros((d, d))
+            a[obs] = x[obs]
+            if len(mis):
+                if len(obs):
+                    Ro = R[obs][:, obs]
+                    G = _chol_solve(_cholesky(Ro), R[obs][:, mis]).T  # (m, o)
+                    a[mis] = G @ x[obs]
+                    C[mis] = H[mis] - G @ H[obs]
+                    cov = R[mis][:, mis] - G @ R[obs][:, mis]
+                else:
+                    C[mis] = H[mis]
+                    cov = R[mis][:, mis]
+                for i in range(len(mis)):
+                    for j in range(len(mis)):
+                        E[mis[i], mis[j]] = cov[i, j]
+            m, P = ms[b, t], Ps[b, t]
+            mean = a + C @ m
+            Sxz += np.outer(a, m) + C @ (P + np.outer(m, m))
+            Sxx += np.outer(mean, mean) + C @ P @ C.T + E
+    return Sxz, Sxx
+
+
+# --- the model --------------------------------------------------------------------------------
+@dataclass
+class FilterResult:
+    """Filter (and smoother) output in the layout of the input: (T, n) for one (T, d) sequence,
+    (B, T, n) for a (B, T, d) batch, (N, n) for concatenated data with lengths."""
+
+    log_likelihood: float  # sum over all sequences and steps
+    step_log_likelihood: np.ndarray  # log p(x_t | x_<t), 0 for fully missing steps
+    predicted_means: np.ndarray
+    predicted_covariances: np.ndarray
+    filtered_means: np.ndarray
+    filtered_covariances: np.ndarray
+    smoothed_means: np.ndarray | None = None
+    smoothed_covariances: np.ndarray | None = None
+    lag_covariances: np.ndarray | None = None  # Cov(z_t, z_{t-1} | x); zero at each start
+
+
+@dataclass
+class _Batch:
+    """Sequences padded to a (B, T, d) batch, and how to lay results out like the input."""
+
+    X: np.ndarray  # (B, T, d), NaN past each length
+    lens: np.ndarray  # (B,) int64
+    layout: str  # "single", "batch" or "lengths"
+
+    def unpad(self, a: np.ndarray) -> np.ndarray:
+        if self.layout == "single":
+            return a[0]
+        if self.layout == "batch":
+            return a
+        return np.concatenate([a[b, :n] for b, n in enumerate(self.lens)])
+
+
+class LinearGaussianSSM:
+    """Linear-Gaussian state-space model (see the module docstring for the equations).
+
+    Args:
+        n_dim_state, n_dim_obs: n and d (inferred from the matrices or the data when None).
+        transition_matrix, observation_matrix, transition_covariance, observation_covariance,
+        initial_state_mean, initial_state_covariance: F, H, Q, R, mu0, P0; the starting point
+            of EM, or the model itself when used without ``fit``. Defaults: F = I, H = the first
+            d rows of I, Q = I, R = I, mu0 = 0, P0 = I (as pykalman).
+        em_vars: the parameters EM updates ("all", or names from F, H, Q, R, mu0, P0 and the
+            long names); the others stay fixed.
+        n_iter, tol: EM iterations at most; stop when the log-likelihood gains less than tol.
+        random_state: seed for ``sample`` and ``generate``.
+    """
+
+    family: ClassVar[str] = "kalman"
+
+    def __init__(self, n_dim_state: int | None = None, n_dim_obs: int | None = None, *,
+                 transition_matrix: Any = None, observation_matrix: Any = None,
+                 transition_covariance: Any = None, observation_covariance: Any = None,
+                 initial_state_mean: Any = None, initial_state_covariance: Any = None,
+                 em_vars: str | tuple[str, ...] = "all", n_iter: int = 10, tol: float = 0.0,
+                 random_state: int | None = None) -> None:
+        self.n_dim_state = n_dim_state
+        self.n_dim_obs = n_dim_obs
+        self.transition_matrix = transition_matrix
+        self.observation_matrix = observation_matrix
+        self.transition_covariance = transition_covariance
+        self.observation_covariance = observation_covariance
+        self.initial_state_mean = initial_state_mean
+        self.initial_state_covariance = initial_state_covariance
+        self.em_vars = em_vars
+        self.n_iter = n_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    # --- parameters ------------------------------------------------------------------------
+    def _dims(self, d_data: int | None) -> tuple[int, int]:
+        H = self.observation_matrix
+        n = self.n_dim_state or next((np.shape(v)[-1] for v in (
+            self.transition_matrix, H, self.transition_covariance, self.initial_state_mean,
+            self.initial_state_covariance) if v is not None), None) or d_data or 1
+        d = self.n_dim_obs or (np.shape(H)[0] if H is not None else None) or (
+            np.shape(self.observation_covariance)[0] if self.observation_covariance is not None
+            else None) or d_data or n
+        return int(n), int(d)
+
+    def params(self) -> dict[str, np.ndarray]:
+        """The current parameters: fitted ones (``*_``) or, before fit, the constructor's."""
+        if hasattr(self, "transition_matrix_"):
+            return {p: getattr(self, p + "_") for p in PARAMS}
+        n, d = self._dims(None)
+        defaults = {"transition_matrix": np.eye(n), "observation_matrix": np.eye(d, n),
+                    "transition_covariance": np.eye(n), "observation_covariance": np.eye(d),
+                    "initial_state_mean": np.zeros(n), "initial_state_covariance": np.eye(n)}
+        given = {p: getattr(self, p) for p in PARAMS}
+        return check_params({p: defaults[p] if v is None else v for p, v in given.items()})
+
+    def _set(self, params: dict[str, np.ndarray]) -> None:
+        for p, v in params.items():
+            setattr(self, p + "_", np.array(v, dtype=np.float64))
+
+    def _em_set(self) -> set[str]:
+        names = self.em_vars
+        if names == "all":
+            return set(PARAMS)
+        names = (names,) if isinstance(names, str) else tuple(names)
+        out = {SHORT.get(v, v) for v in names}
+        unknown = sorted(out - set(PARAMS))
+        if unknown:
+            raise SeqlabError(f"em_vars must name parameters among {', '.join(SHORT)} (or "
+                              f"their long names), got {unknown[0]!r}")
+        return out
+
+    # --- data ------------------------------------------------------------------------------
+    def _batch(self, X: Any, lengths: Any = None) -> _Batch:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.ndim not in (2, 3):
+            raise SeqlabError(f"observations must have shape (T, d) or (B, T, d), got {X.shape}")
+        d = self.params()["observation_matrix"].shape[0]
+        if X.shape[-1] != d:
+            raise SeqlabError(f"expected observations with d = {d} entries per step, got "
+                              f"{X.shape[-1]}")
+        if np.isinf(X).any():
+            raise SeqlabError("observations must be finite or NaN (missing), got infinity")
+        if X.ndim == 3:
+            if lengths is not None:
+                raise SeqlabError("pass lengths only with concatenated (N, d) observations, "
+                                  f"got a (B, T, d) batch of shape {X.shape}")
+            return _Batch(X, np.full(X.shape[0], X.shape[1], dtype=np.int64), "batch")
+        if lengths is None:
+            return _Batch(X[None], np.array([len(X)], dtype=np.int64), "single")
+        segs = split_lengths(X, list(lengths))
+        pad = np.full((len(segs), max((len(s) for s in segs), default=0), d), np.nan)
+        for b, s in enumerate(segs):
+            pad[b, : len(s)] = s
+        return _Batch(pad, np.array([len(s) for s in segs], dtype=np.int64), "lengths")
+
+    # --- inference -------------------------------------------------------------------------
+    def _run_filter(self, batch: _Batch, p: dict[str, np.ndarray]) -> tuple:
+        out = _filter(batch.X, batch.lens, p["transition_matrix"], p["observation_matrix"],
+                      p["transition_covariance"], p["observation_covariance"],
+                      p["initial_state_mean"], p["initial_state_covariance"])
+        if np.isnan(out[4]).any():
+            raise SeqlabError("the innovation covariance H P H^T + R is not positive definite "
+                              "at some step; check observation_covariance")
+        return out
+
+    def filter(self, X: Any, lengths: Any = None, *, smooth: bool = False) -> FilterResult:
+        """Kalman filter (and, with ``smooth``, the RTS smoother) over X."""
+        p, batch = self.params(), self._batch(X, lengths)
+        mp, Pp, mf, Pf, ll = self._run_filter(batch, p)
+        res = FilterResult(float(ll.sum()), *(batch.unpad(a) for a in (ll, mp, Pp, mf, Pf)))
+        if smooth:
+            ms, Ps, Pl = _smoother(p["transition_matrix"], batch.lens, mp, Pp, mf, Pf)
+            res.smoothed_means, res.smoothed_covariances, res.lag_covariances = (
+                batch.unpad(a) for a in (ms, Ps, Pl))
+        return res
+
+    def smooth(self, X: Any, lengths: Any = None) -> FilterResult:
+        return self.filter(X, lengths, smooth=True)
+
+    def loglikelihood(self, X: Any, lengths: Any = None) -> float:
+        """log p(X): the exact marginal likelihood of the observed entries."""
+        return self.filter(X, lengths).log_likelihood
+
+    def log_prob(self, X: Any, lengths: Any = None) -> np.ndarray:
+        """log p(x_t | x_<t) for every step (densities; 0 for a fully missing step)."""
+        return self.filter(X, lengths).step_log_likelihood
+
+    def forecast(self, X: Any, steps: int, lengths: Any = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Means (.., steps, d) and covariances (.., steps, d, d) of x_{T+1..T+steps} given X.
+
+        The leading axes follow the input: none for one (T, d) sequence, B for a batch or for
+        concatenated sequences with lengths.
+        """
+        if steps < 1:
+            raise SeqlabError(f"steps must be >= 1, got {steps}")
+        p, batch = self.params(), self._batch(X, lengths)
+        _, _, mf, Pf, _ = self._run_filter(batch, p)
+        F, H, Q, R = (p[k] for k in PARAMS[:4])
+        B, last = len(batch.lens), np.maximum(batch.lens - 1, 0)
+        m = mf[np.arange(B), last] @ F.T  # (B, n): one step past each sequence
+        P = F @ Pf[np.arange(B), last] @ F.T + Q  # (B, n, n)
+        empty = batch.lens == 0  # an empty sequence forecasts from the prior of z_1
+        m[empty], P[empty] = p["initial_state_mean"], p["initial_state_covariance"]
+        means, covs = [], []
+        for h in range(steps):
+            if h > 0:
+                m, P = m @ F.T, F @ P @ F.T + Q
+            means.append(m @ H.T)
+            covs.append(H @ P @ H.T + R)
+        means, covs = np.stack(means, 1), np.stack(covs, 1)  # (B, steps, d), (B, steps, d, d)
+        return (means[0], covs[0]) if batch.layout == "single" else (means, covs)
+
+    # --- sampling --------------------------------------------------------------------------
+    def sample(self, n_timesteps: int, n_sequences: int | None = None,
+               random_state: int | np.random.Generator | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """States (T, n) and observations (T, d), or (B, T, ...) with ``n_sequences``."""
+        p = self.params()
+        rng = np.random.default_rng(self.random_state if random_state is None else random_state)
+        B = n_sequences or 1
+        z = _draw(rng, p["initial_state_mean"], p["initial_state_covariance"], B)
+        return self._roll(z, n_timesteps, rng, p, squeeze=n_sequences is None)
+
+    def _roll(self, z: np.ndarray, T: int, rng: np.random.Generator, p: dict[str, np.ndarray],
+              squeeze: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model forward from states z (B, n) for T steps, z itself first."""
+        F, H, Q, R = (p[k] for k in PARAMS[:4])
+        states, obs = [], []
+        for t in range(T):
+            if t > 0:
+                z = z @ F.T + _draw(rng, np.zeros(len(F)), Q, len(z))
+            states.append(z)
+            obs.append(z @ H.T + _draw(rng, np.zeros(len(R)), R, len(z)))
+        zs, xs = np.stack(states, 1), np.stack(obs, 1)  # (B, T, n), (B, T, d)
+        return (zs[0], xs[0]) if squeeze else (zs, xs)
+
+    def generate(self, n: int, *, prompt: np.ndarray | None = None, seed: int | None = None
+                 ) -> np.ndarray:
+        """Sample n observations (n, d) continuing `prompt` (T, d), or from the start."""
+        p = self.params()
+        rng = np.random.default_rng(self.random_state if seed is None else seed)
+        if prompt is None or len(prompt) == 0:
+            return self.sample(n, random_state=rng)[1]
+        res = self.filter(prompt)
+        m, P = res.filtered_means[-1], res.filtered_covariances[-1]
+        F, Q = p["transition_matrix"], p["transition_covariance"]
+        z = _draw(rng, F @ m, F @ P @ F.T + Q, 1)  # the state after the prompt
+        return self._roll(z, n, rng, p, squeeze=True)[1]
+
+    # --- EM --------------------------------------------------------------------------------
+    def fit(self, X: Any, lengths: Any = None, *, valid: Any = None, run: Run | None = None
+            ) -> Self:
+        """EM for the parameters in ``em_vars``; ``history_`` holds log p(X) per iteration
+        (computed in each E-step, before that iteration's M-step)."""
+        p, batch, which = self.params(), self._batch(X, lengths), self._em_set()
+        if self.n_iter < 1:
+            raise SeqlabError(f"n_iter must be >= 1, got {self.n_iter}")
+        self.history_, t0 = [], time.perf_counter()
+        for it in range(self.n_iter):
+            ll, p = self._em_step(batch, p, which)
+            self.history_.append(ll)
+            if run is not None:
+                run.log({"kind": "train", "step": it + 1, "loss": -ll / max(batch.lens.sum(), 1)})
+                if run.train.max_minutes and time.perf_counter() - t0 > 60 * run.train.max_minutes:
+                    break
+            if it > 0 and self.history_[-1] - self.history_[-2] < self.tol:
+                break
+        self._set(p)
+        if run is not None and run.best_path is not None:
+            self.save(run.best_path)
+        return self
+
+    def _em_step(self, batch: _Batch, p: dict[str, np.ndarray], which: set[str]
+                 ) -> tuple[float, dict[str, np.ndarray]]:
+        F, H = p["transition_matrix"], p["observation_matrix"]
+        mp, Pp, mf, Pf, ll = self._run_filter(batch, p)
+        ms, Ps, Pl = _smoother(F, batch.lens, mp, Pp, mf, Pf)
+        valid = np.arange(batch.X.shape[1])[None, :] < batch.lens[:, None]  # (B, T)
+        m, P = ms[valid], Ps[valid]  # (N, n), (N, n, n)
+        Ezz = P + np.einsum("ti,tj->tij", m, m)
+        trans = valid[:, 1:]  # pairs (t-1, t) inside a sequence
+        prev, cur = (ms[:, :-1][trans], Ps[:, :-1][trans]), (ms[:, 1:][trans], Ps[:, 1:][trans])
+        S10 = (Pl[:, 1:][trans] + np.einsum("ti,tj->tij", cur[0], prev[0])).sum(0)  # E z_t z_t-1
+        S00 = (prev[1] + np.einsum("ti,tj->tij", prev[0], prev[0])).sum(0)
+        S11 = (cur[1] + np.einsum("ti,tj->tij", cur[0], cur[0])).sum(0)
+        new = dict(p)
+        if "observation_matrix" in which or "observation_covariance" in which:
+            Sxz, Sxx = _observation_moments(batch.X, batch.lens, H, p["observation_covariance"],
+                                            ms, Ps)
+            if "observation_matrix" in which:
+                new["observation_matrix"] = np.linalg.solve(Ezz.sum(0), Sxz.T).T
+            if "observation_covariance" in which:
+                Hn = new["observation_matrix"]
+                R = (Sxx - Hn @ Sxz.T - Sxz @ Hn.T + Hn @ Ezz.sum(0) @ Hn.T) / len(m)
+                new["observation_covariance"] = 0.5 * (R + R.T)
+        if "transition_matrix" in which and trans.any():
+            new["transition_matrix"] = np.linalg.solve(S00, S10.T).T
+        if "transition_covariance" in which and trans.any():
+            Fn = new["transition_matrix"]
+            Q = (S11 - Fn @ S10.T - S10 @ Fn.T + Fn @ S00 @ Fn.T) / int(trans.sum())
+            new["transition_covariance"] = 0.5 * (Q + Q.T)
+        first = ms[:, 0][batch.lens > 0], Ps[:, 0][batch.lens > 0]
+        if "initial_state_mean" in which:
+            new["initial_state_mean"] = first[0].mean(0)
+        if "initial_state_covariance" in which:
+            diff = first[0] - new["initial_state_mean"]
+            P0 = (first[1] + np.einsum("bi,bj->bij", diff, diff)).mean(0)
+            new["initial_state_covariance"] = 0.5 * (P0 + P0.T)
+        return float(ll.sum()), check_params(new)
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        tensors = {k: np.ascontiguousarray(v) for k, v in self.params().items()}
+        meta = {"family": self.family, "config": {"em_vars": list(self._em_set()),
+                                                  "n_iter": self.n_iter, "tol": self.tol}}
+        save_tensors(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        tensors, meta = load_tensors(path)
+        if meta.get("family") != cls.family:
+            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got "
+                              f"{meta.get('family')!r}")
+        try:
+            params = check_params({p: tensors[p].double().numpy() for p in PARAMS})
+        except KeyError as e:
+            raise SeqlabError(f"{path}: the checkpoint is missing the array {e}") from None
+        cfg = meta.get("config", {})
+        model = cls(em_vars=tuple(cfg.get("em_vars", PARAMS)), n_iter=cfg.get("n_iter", 10),
+                    tol=cfg.get("tol", 0.0))
+        model._set(params)
+        return model
+
+
+def _draw(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
+    """`size` draws from N(mean, cov) (cov may be singular, e.g. Q = 0)."""
+    w, V = np.linalg.eigh(cov)
+    root = V * np.sqrt(np.clip(w, 0, None))
+    return mean + rng.standard_normal((size, len(mean))) @ root.T
+
+
+def check_params(p: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Shapes agree, everything is finite, covariances are symmetric positive (semi)definite.
+
+    Q may be singular (deterministic dynamics); R and P0 must be positive definite.
+    """
+    p = {k: np.asarray(v, dtype=np.float64) for k, v in p.items()}
+    F, H = p["transition_matrix"], p["observation_matrix"]
+    if F.ndim != 2 or F.shape[0] != F.shape[1]:
+        raise SeqlabError(f"transition_matrix must be square (n, n), got shape {F.shape}")
+    n = F.shape[0]
+    d = H.shape[0] if H.ndim == 2 else -1
+    want = {"observation_matrix": (d, n), "transition_covariance": (n, n),
+            "observation_covariance": (d, d), "initial_state_mean": (n,),
+            "initial_state_covariance": (n, n)}
+    for k, shape in want.items():
+        if p[k].shape != shape or d < 1:
+            raise SeqlabError(f"{k} must have shape {shape if d >= 1 else '(d, n)'} for "
+                              f"n = {n} states, got {p[k].shape}")
+    for k, v in p.items():
+        if not np.all(np.isfinite(v)):
+            raise SeqlabError(f"{k} must be finite, got NaN or infinity")
+    for k, strict in (("transition_covariance", False), ("observation_covariance", True),
+                      ("initial_state_covariance", True)):
+        _check_covariance(k, p[k], strict)
+    return p
+
+
+def _check_covariance(name: str, C: np.ndarray, strict: bool) -> None:
+    if not np.allclose(C, C.T, rtol=1e-10, atol=1e-12):
+        raise SeqlabError(f"{name} must be symmetric, got max |C - C^T| = "
+                          f"{np.abs(C - C.T).max():.3g}")
+    low = float(np.linalg.eigvalsh(0.5 * (C + C.T))[0])
+    scale = max(float(np.abs(C).max()), 1e-300)
+    if low <= 0 if strict else low < -1e-12 * scale:
+        need = "positive definite" if strict else "positive semidefinite"
+        raise SeqlabError(f"{name} must be {need}, got smallest eigenvalue {low:.6g}")
