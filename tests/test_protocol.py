@@ -17,6 +17,7 @@ from seqlab.train import TrainConfig
 
 TINY: dict[str, dict] = {
     "ngram": {"order": 3},
+    "hmm": {"n_states": 3, "n_iter": 5},
     "rnn": {"emb_dim": 8, "hidden": 12, "layers": 2},
     "lstm": {"emb_dim": 8, "hidden": 12, "layers": 2, "dropout": 0.1},
     "gru": {"emb_dim": 8, "hidden": 12, "layers": 1, "tie_weights": False},

@@ -314,3 +314,20 @@ def test_bad_input_is_a_clear_value_error(model, X, match) -> None:
     with pytest.raises(ValueError, match=match) as info:
         call()
     assert info.type is SeqlabError and "\n" not in str(info.value)
+
+
+def test_follows_the_sequence_model_protocol(tmp_path: Path) -> None:
+    from seqlab.protocol import SequenceModel
+    from seqlab.run import Run
+
+    truth = _random_model(seed=15)
+    _, X = truth.sample(200, random_state=16)
+    m = LinearGaussianSSM(**_random_model(seed=17).params(), n_iter=4)
+    assert isinstance(m, SequenceModel)
+    run = Run(dir=tmp_path)
+    m.fit(X, run=run)
+    records = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 4
+    back = LinearGaussianSSM.load(run.best_path)
+    assert np.array_equal(back.log_prob(X), m.log_prob(X))
+    assert m.log_prob(X).shape == (200,) and m.generate(7, seed=0).shape == (7, 2)
