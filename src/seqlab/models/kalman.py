@@ -115,42 +115,14 @@ def _symmetrise(P: np.ndarray) -> None:
 
 
 @nb.njit(cache=True)
-def _update(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray, R: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Condition N(m, P) on the observed entries of x (NaN = missing): Joseph form.
-
-    Returns the filtered mean and covariance and log N(x_obs; H_obs m, S).
-    """
-    n = len(m)
-    obs = np.flatnonzero(~np.isnan(x))
-    k = len(obs)
-    if k == 0:
-        return m.copy(), P.copy(), 0.0
-    Ho, xo, Ro = H[obs], x[obs], R[obs][:, obs]  # (k, n), (k,), (k, k)
-    PHt = P @ Ho.T  # (n, k)
-    S = Ho @ PHt + Ro
-    _symmetrise(S)
-    L = _cholesky(S)
-    if np.isnan(L[0, 0]):
-        return m.copy(), P.copy(), np.nan  # S not positive definite: reported by the caller
-    e = xo - Ho @ m
-    K = _chol_solve(L, PHt.T).T  # (n, k) = P H^T S^-1
-    sol = _chol_solve(L, e.reshape(k, 1))
-    quad, logdet = 0.0, 0.0
-    for i in range(k):
-        quad += e[i] * sol[i, 0]
-        logdet += 2.0 * math.log(L[i, i])
-    IKH = np.eye(n) - K @ Ho
-    Pf = IKH @ P @ IKH.T + K @ Ro @ K.T
-    _symmetrise(Pf)
-    return m + K @ e, Pf, -0.5 * (k * math.log(2 * math.pi) + logdet + quad)
-
-
-@nb.njit(cache=True)
 def _update_full(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray, R: np.ndarray,
                  mf: np.ndarray, Pf: np.ndarray, PHt: np.ndarray, S: np.ndarray,
                  K: np.ndarray, A: np.ndarray, T1: np.ndarray, KR: np.ndarray) -> float:
-    """`_update` for a fully observed x, writing into mf, Pf and scratch arrays."""
+    """Condition N(m, P) on a fully observed x: Joseph form, no allocation per step.
+
+    Writes the filtered mean and covariance into mf and Pf (the other arrays are scratch) and
+    returns log N(x; H m, S); NaN when S = H P H^T + R is not positive definite.
+    """
     n, d = PHt.shape
     _mm(P, H, PHt, True)  # P H^T (n, d)
     _mm(H, PHt, S)  # H P H^T (d, d)
@@ -195,6 +167,32 @@ def _update_full(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray, R: 
 
 
 @nb.njit(cache=True)
+def _update_partial(m: np.ndarray, P: np.ndarray, x: np.ndarray, H: np.ndarray,
+                    R: np.ndarray, mf: np.ndarray, Pf: np.ndarray) -> float:
+    """`_update_full` on the observed entries of x only (NaN = missing)."""
+    n, d = len(m), len(x)
+    obs = np.empty(d, dtype=np.int64)
+    k = 0
+    for i in range(d):
+        if not np.isnan(x[i]):
+            obs[k] = i
+            k += 1
+    if k == 0:  # nothing observed: the filtered state is the predicted one
+        mf[:] = m
+        Pf[:, :] = P
+        return 0.0
+    Ho, Ro, xo = np.empty((k, n)), np.empty((k, k)), np.empty(k)
+    for a in range(k):
+        xo[a] = x[obs[a]]
+        for j in range(n):
+            Ho[a, j] = H[obs[a], j]
+        for b in range(k):
+            Ro[a, b] = R[obs[a], obs[b]]
+    return _update_full(m, P, xo, Ho, Ro, mf, Pf, np.empty((n, k)), np.empty((k, k)),
+                        np.empty((n, k)), np.empty((n, n)), np.empty((n, n)), np.empty((n, k)))
+
+
+@nb.njit(cache=True)
 def _filter(X: np.ndarray, lens: np.ndarray, F: np.ndarray, H: np.ndarray, Q: np.ndarray,
             R: np.ndarray, mu0: np.ndarray, P0: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -233,7 +231,7 @@ def _filter(X: np.ndarray, lens: np.ndarray, F: np.ndarray, H: np.ndarray, Q: np
                 ll[b, t] = _update_full(mp[b, t], Pp[b, t], x, H, R, mf[b, t], Pf[b, t],
                                         PHt, S, K, A, T1, KR)
             else:
-                mf[b, t], Pf[b, t], ll[b, t] = _update(mp[b, t], Pp[b, t], x, H, R)
+                ll[b, t] = _update_partial(mp[b, t], Pp[b, t], x, H, R, mf[b, t], Pf[b, t])
     return mp, Pp, mf, Pf, ll
 
 
@@ -266,42 +264,36 @@ def _smoother(F: np.ndarray, lens: np.ndarray, mp: np.ndarray, Pp: np.ndarray, m
     return ms, Ps, Pl
 
 
-@nb.njit(cache=True)
-def _observation_moments(X: np.ndarray, lens: np.ndarray, H: np.ndarray, R: np.ndarray,
+def _observation_moments(X: np.ndarray, valid: np.ndarray, H: np.ndarray, R: np.ndarray,
                          ms: np.ndarray, Ps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sums over steps of E[x z^T] (d, n) and E[x x^T] (d, d) under the smoothed posterior.
 
     A missing part x_m of x_t is, given z_t and the observed part x_o, Gaussian with mean
-    H_m z + G (x_o - H_o z), G = R_mo R_oo^-1, and covariance R_mm - G R_om; so x_t = a + C z_t
-    + e with a, C, Cov(e) below, and the moments follow from E[z z^T] = P + m m^T.
+    H_m z + G (x_o - H_o z), G = R_mo R_oo^-1, and covariance R_mm - G R_om; so x_t = a_t + C z_t
+    + e with C and Cov(e) fixed by the pattern of missing entries, and the moments follow from
+    E[z z^T] = P + m m^T. Steps are grouped by that pattern and each group is summed at once.
     """
-    B, d = X.shape[0], X.shape[2]
-    n = H.shape[1]
+    d, n = H.shape
+    x, m, P = X[valid], ms[valid], Ps[valid]  # (N, d), (N, n), (N, n, n)
+    seen = ~np.isnan(x)
     Sxz, Sxx = np.zeros((d, n)), np.zeros((d, d))
-    for b in range(B):
-        for t in range(lens[b]):
-            x = X[b, t]
-            obs = np.flatnonzero(~np.isnan(x))
-            mis = np.flatnonzero(np.isnan(x))
-            a, C, E = np.zeros(d), np.zeros((d, n)), np.zeros((d, d))
-            a[obs] = x[obs]
-            if len(mis):
-                if len(obs):
-                    Ro = R[obs][:, obs]
-                    G = _chol_solve(_cholesky(Ro), R[obs][:, mis]).T  # (m, o)
-                    a[mis] = G @ x[obs]
-                    C[mis] = H[mis] - G @ H[obs]
-                    cov = R[mis][:, mis] - G @ R[obs][:, mis]
-                else:
-                    C[mis] = H[mis]
-                    cov = R[mis][:, mis]
-                for i in range(len(mis)):
-                    for j in range(len(mis)):
-                        E[mis[i], mis[j]] = cov[i, j]
-            m, P = ms[b, t], Ps[b, t]
-            mean = a + C @ m
-            Sxz += np.outer(a, m) + C @ (P + np.outer(m, m))
-            Sxx += np.outer(mean, mean) + C @ P @ C.T + E
+    patterns, which = np.unique(seen, axis=0, return_inverse=True)
+    for p, o in enumerate(patterns):
+        rows = which.reshape(-1) == p
+        mis = ~o
+        G = np.linalg.solve(R[np.ix_(o, o)], R[np.ix_(o, mis)]).T if o.any() else np.zeros(
+            (mis.sum(), 0))  # (m, o)
+        a = np.zeros((int(rows.sum()), d))
+        a[:, o] = x[rows][:, o]
+        a[:, mis] = x[rows][:, o] @ G.T
+        C, E = np.zeros((d, n)), np.zeros((d, d))
+        C[mis] = H[mis] - G @ H[o]
+        E[np.ix_(mis, mis)] = R[np.ix_(mis, mis)] - G @ R[np.ix_(o, mis)]
+        mz, Pz = m[rows], P[rows].sum(0)
+        Ezz = Pz + mz.T @ mz
+        mean = a + mz @ C.T  # (k, d): E[x_t]
+        Sxz += a.T @ mz + C @ Ezz
+        Sxx += mean.T @ mean + C @ Pz @ C.T + len(mz) * E
     return Sxz, Sxx
 
 
@@ -571,7 +563,7 @@ class LinearGaussianSSM:
         S11 = (cur[1] + np.einsum("ti,tj->tij", cur[0], cur[0])).sum(0)
         new = dict(p)
         if "observation_matrix" in which or "observation_covariance" in which:
-            Sxz, Sxx = _observation_moments(batch.X, batch.lens, H, p["observation_covariance"],
+            Sxz, Sxx = _observation_moments(batch.X, valid, H, p["observation_covariance"],
                                             ms, Ps)
             if "observation_matrix" in which:
                 new["observation_matrix"] = np.linalg.solve(Ezz.sum(0), Sxz.T).T
