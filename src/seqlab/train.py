@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -238,8 +239,10 @@ class Trainer:
             torch.manual_seed(cfg.seed)
         t0 = time.monotonic()
         train_time, window_tokens, window_loss, window_n = 0.0, 0, 0.0, 0
-        bar = tqdm(total=cfg.max_steps, initial=prog.step, disable=not cfg.progress,
-                   unit="step", dynamic_ncols=True, leave=False)
+        # A bar only on a terminal: in a log file its redraws are noise; evaluations still print.
+        bar = tqdm(total=None if cfg.max_minutes else cfg.max_steps, initial=prog.step,
+                   disable=not (cfg.progress and sys.stderr.isatty()), unit="step",
+                   dynamic_ncols=True, leave=False)
         with _graceful_interrupt() as interrupted, bar:
             while True:
                 elapsed = time.monotonic() - t0
