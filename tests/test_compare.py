@@ -112,10 +112,16 @@ def test_any_protocol_family_joins(tmp_path: Path, tiny_text: Path, capsys,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(models.FAMILIES, "unigram", "tests.test_compare:UnigramLM")
     monkeypatch.setitem(models.MODELS, "unigram", ("unigram", {}))
-    code = main(["compare", "--data", str(tiny_text), "--models", "unigram,ngram:order=2",
-                 "--out", str(tmp_path / "c"), "--json"])
+    families = "unigram,ngram:order=2" + (",hmm" if "hmm" in models.MODELS else "")
+    code = main(["compare", "--data", str(tiny_text), "--models", families,
+                 "--out", str(tmp_path / "c"), "--json", "train.max_steps=5"])
     assert code == 0
     rows = {r["model"]: r for r in _json_tail(capsys.readouterr().out)["rows"]}
+    assert list(rows) == families.split(",")
+    for row in rows.values():  # the same number `seqlab eval` gives, whatever the family
+        assert row["bits_per_token"] == pytest.approx(
+            evaluate_run(Path(row["run"])).bits_per_token, 1e-9)
+    assert (tmp_path / "c" / "learning_curves.png").exists()
     uni = rows["unigram"]
     model = models.load(Path(uni["run"]) / "best.safetensors")
     assert uni["parameters"] == len(model.vocab)  # its one stored array

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -207,27 +208,24 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, (ax_v, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(rows):
         style = {"color": colors[i % len(colors)], "label": row["model"]}
         records = _records(Path(row["run"]) / "metrics.jsonl")
-        train = [r for r in records if r.get("kind") == "train"]
-        evals = [r for r in records if r.get("kind") == "eval"]
-        if train and evals:  # eval records carry steps; the clock comes from training records
-            steps = [0] + [r["step"] for r in train]
-            clock = [0.0] + [r["elapsed_s"] for r in train]
-            rate = clock[-1] / max(steps[-1], 1)  # seconds per step, to extend past the last
-            t = [np.interp(r["step"], steps, clock) if r["step"] <= steps[-1]
-                 else clock[-1] + rate * (r["step"] - steps[-1]) for r in evals]
-            ax_v.plot(t, [r["bits_per_token"] for r in evals], marker="o", ms=3, **style)
+        clock = _clock(records, row["train_seconds"])
+        train = [(clock(r["step"]), _bits(r)) for r in records
+                 if r.get("kind") == "train" and "step" in r and _bits(r) is not None]
+        evals = [(clock(r["step"]), r["bits_per_token"]) for r in records
+                 if r.get("kind") == "eval" and "bits_per_token" in r]
+        if len(evals) > 1:
+            ax_v.plot(*zip(*evals, strict=True), marker="o", ms=3, **style)
         elif row["valid_bits_per_token"] is not None:  # counted, not trained: one value
             ax_v.axhline(row["valid_bits_per_token"], ls="--", lw=1, **style)
         if train:
-            ax_t.plot([r["elapsed_s"] for r in train], [r["bits_per_token"] for r in train],
-                      lw=1, marker="." if len(train) < 3 else None, **style)
+            ax_t.plot(*zip(*train, strict=True), lw=1, marker="." if len(train) < 3 else None,
+                      **style)
     for ax, title in ((ax_v, "validation"), (ax_t, "training (running mean)")):
         ax.set_xlabel("training time (s)")
         ax.set_ylabel("bits/token")
@@ -239,6 +237,29 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+def _clock(records: list[dict[str, Any]], train_seconds: float) -> Any:
+    """step -> seconds into training: from the training records' ``elapsed_s`` when a family
+    logs it (extended at the last rate), else spread evenly over the training time."""
+    import numpy as np
+
+    timed = [r for r in records if r.get("kind") == "train" and "elapsed_s" in r]
+    steps = [0] + [r["step"] for r in timed]
+    seconds = [0.0] + [r["elapsed_s"] for r in timed]
+    if len(steps) < 2:
+        last = max((r.get("step", 0) for r in records), default=0) or 1
+        return lambda step: train_seconds * step / last
+    rate = seconds[-1] / max(steps[-1], 1)
+    return lambda step: (float(np.interp(step, steps, seconds)) if step <= steps[-1]
+                         else seconds[-1] + rate * (step - steps[-1]))
+
+
+def _bits(record: dict[str, Any]) -> float | None:
+    """A training record's bits per token (``loss`` is in nats when only that is logged)."""
+    if "bits_per_token" in record:
+        return record["bits_per_token"]
+    return record["loss"] / math.log(2) if "loss" in record else None
 
 
 # --- command line -------------------------------------------------------------------------------
