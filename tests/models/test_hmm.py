@@ -404,3 +404,21 @@ def test_cli_bad_hmm_config_is_one_line(tmp_path: Path) -> None:
         "seqlab: error: model.n_states, model.n_iter and model.n_init must be >= 1, got 0, 100 "
         "and 1"]
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_corrupt_hmm_checkpoint_is_one_line(tmp_path: Path) -> None:
+    """A checkpoint whose transition rows do not sum to 1: `seqlab eval` says so in one line."""
+    from seqlab.io import load_tensors, save_tensors
+
+    lm = _lm()
+    lm.save(tmp_path / "m.safetensors")
+    tensors, meta = load_tensors(tmp_path / "m.safetensors")
+    tensors["transmat"] = tensors["transmat"] * 1.5
+    save_tensors(tmp_path / "bad.safetensors", tensors, meta)
+    text = tmp_path / "t.txt"
+    text.write_text("abc\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "seqlab.cli", "eval", str(tmp_path /
+                          "bad.safetensors"), "--data", str(text)], capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "transmat_ rows must sum to 1 (got row sums of 1.5" in lines[0]
