@@ -71,7 +71,7 @@ class Spec:
 
 TRAIN_REV = {"batch_size": 64, "lr": 3e-3, "max_steps": 3000, "eval_interval": 500}
 TRAIN_ADD = {"batch_size": 64, "lr": 3e-3, "max_steps": 2000, "eval_interval": 500}
-TRAIN_SCAN = {"batch_size": 64, "lr": 2e-3, "max_steps": 2000, "eval_interval": 500}
+TRAIN_SCAN = {"batch_size": 64, "lr": 2e-3, "max_steps": 5000, "eval_interval": 500}
 SCAN_DECODE = {"max_len_a": 6.0, "max_len_b": 10}
 
 EXPERIMENTS = {
@@ -138,6 +138,33 @@ def speed(model: Any, pairs: Pairs, base: dict[str, Any], n: int = 300) -> dict[
     return out
 
 
+def scores(name: str, model: Any, test: Pairs) -> dict[str, Any]:
+    """Decode the test set greedily and with beam 5; exact match, per-length bands, CPU time."""
+    spec = EXPERIMENTS[name]
+    base = {"max_len_a": 2.0, "max_len_b": 50, **spec.decode}
+    greedy, greedy_s = decode_test(model, test, DecodeConfig(strategy="greedy", **base))
+    beam, beam_s = decode_test(model, test, DecodeConfig(beam_size=5, **base))
+    refs = [test.target(i).tolist() for i in range(len(test))]
+    out = {"test_pairs": len(test), "exact_match_greedy": exact_match(greedy, refs),
+           "exact_match_beam5": exact_match(beam, refs), "greedy_cpu_s": greedy_s,
+           "beam5_cpu_s": beam_s, "by_length_greedy": by_length(greedy, test, spec.task)}
+    if name == "reversal-attention":
+        out["decode_speed"] = speed(model, test, base)
+        plot_reversal(model, test)
+    return out
+
+
+def redecode(name: str, work: Path) -> dict[str, Any]:
+    """Re-run only the decoding of a trained benchmark run (after a search fix)."""
+    from seqlab.experiment import load_run
+    from seqlab.seq2seq.data import DataConfig, prepare
+
+    model, config = load_run(work / "runs" / name)
+    data = prepare(DataConfig(**config["data"]), (model.config.max_src_len,
+                                                  model.config.max_tgt_len), model.vocab)
+    return scores(name, model, data.test)
+
+
 def run(name: str, work: Path, minutes: float) -> dict[str, Any]:
     spec = EXPERIMENTS[name]
     base = {"max_len_a": 2.0, "max_len_b": 50, **spec.decode}
@@ -148,27 +175,17 @@ def run(name: str, work: Path, minutes: float) -> dict[str, Any]:
     out = work / "runs" / name
     shutil.rmtree(out, ignore_errors=True)
     t0, w0 = time.process_time(), time.perf_counter()
-    model, data, scores = s2s.train(exp, out)
+    model, data, scores_ = s2s.train(exp, out)
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - w0
-    test = data.test
-    greedy, greedy_s = decode_test(model, test, DecodeConfig(strategy="greedy", **base))
-    beam, beam_s = decode_test(model, test, DecodeConfig(beam_size=5, **base))
-    refs = [test.target(i).tolist() for i in range(len(test))]
     steps = load_tensors(out / "last.safetensors")[1]["trainer"]["progress"]["step"]
-    result = {
+    return {
         "task": spec.task, "model": spec.model, "train": exp.train.__dict__,
         "parameters": model.num_parameters(), "steps": steps,
         "train_cpu_s": train_cpu, "train_wall_s": train_wall,
-        "test_pairs": len(test), "exact_match_greedy": exact_match(greedy, refs),
-        "exact_match_beam5": exact_match(beam, refs), "greedy_cpu_s": greedy_s,
-        "beam5_cpu_s": beam_s, "by_length_greedy": by_length(greedy, test, spec.task),
-        "test_scores": next(s.as_dict() for s in scores if s.split == "test"),
+        **scores(name, model, data.test),
+        "test_scores": next(s.as_dict() for s in scores_ if s.split == "test"),
         "published": spec.published,
     }
-    if name == "reversal-attention":
-        result["decode_speed"] = speed(model, test, base)
-        plot_reversal(model, test)
-    return result
 
 
 def plot_reversal(model: Any, pairs: Pairs) -> None:
@@ -220,6 +237,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/seqlab-bench-seq2seq"))
     ap.add_argument("--minutes", type=float, default=12.0, help="training budget per run")
     ap.add_argument("--table", action="store_true", help="print the table of results.json")
+    ap.add_argument("--redecode", action="store_true",
+                    help="only decode the test sets again with the runs already in --work")
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"experiments": {}}
     if args.table:
@@ -229,7 +248,10 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(EXPERIMENTS)
     for name in names:
         env = environment()
-        result = run(name, args.work, args.minutes)
+        if args.redecode:
+            result = {**results["experiments"][name], **redecode(name, args.work)}
+        else:
+            result = run(name, args.work, args.minutes)
         results["experiments"][name] = {**result, "environment": env}
         write_json(RESULTS, results)
         print(json.dumps({k: v for k, v in result.items() if k not in ("model", "train")}))

@@ -117,6 +117,21 @@ def test_beam_search_beats_greedy_where_greedy_is_myopic() -> None:
     assert g[0][0].log_prob < best[0] - 1.0  # this table was picked so that greedy loses
 
 
+def test_unlikely_early_endings_do_not_stop_the_search() -> None:
+    """K finished hypotheses are not enough: here every step finalises one unlikely ending
+    (a 'b', then <eos>) while the likely output, five 'a's, is still growing."""
+    a, b = 4, 5
+    probs = torch.full((8, 6, 6), 1e-9)
+    probs[:5, [BOS_ID, a], a], probs[:5, [BOS_ID, a], b] = 0.97, 0.02
+    probs[5:, a, EOS_ID] = 0.97
+    probs[:, b, EOS_ID] = 0.9
+    model = TableModel()
+    model.table = (probs / probs.sum(-1, keepdim=True)).log()
+    state = TableModel.State(torch.zeros(1, dtype=torch.long))
+    best = BeamSearch(beam_size=3, alpha=0.6)(model, state, torch.tensor([8]))[0][0]
+    assert best.tokens == [a] * 5 and best.log_prob > -0.2
+
+
 def test_n_best_is_sorted_and_distinct() -> None:
     model = tiny_model(seed=5)
     for hs in model.translate(SOURCES, DecodeConfig(beam_size=6, n_best=6, max_len_b=10)):
