@@ -28,7 +28,8 @@ def _add_override_help(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="seqlab", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="seqlab", description="Train, score, sample and compare sequence models.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True)
 
