@@ -286,3 +286,18 @@ def test_bad_arpa_is_a_clear_error(content: str, match: str, tmp_path: Path) -> 
     (tmp_path / "bad.arpa").write_text(content, encoding="utf-8")
     with pytest.raises(SeqlabError, match=match):
         NGramLM.read_arpa(tmp_path / "bad.arpa")
+
+
+def test_counts_only_checkpoint_rebuilds_the_tables(tmp_path: Path) -> None:
+    """A checkpoint with counts and discounts but no back-off tables (seqlab's first n-gram
+    format) is rebuilt by looking suffixes up in the tables: the same model."""
+    from seqlab.io import load_tensors, save_tensors
+
+    m = _fit("abcabcaabbcc\nacb\n" * 5, order=4, reset_at_eos=True)
+    m.save(tmp_path / "m.safetensors")
+    tensors, meta = load_tensors(tmp_path / "m.safetensors")
+    save_tensors(tmp_path / "old.safetensors",
+                 {k: v for k, v in tensors.items() if not k.startswith(("logp", "logbo"))}, meta)
+    old = NGramLM.load(tmp_path / "old.safetensors")
+    x = m.vocab.encode("abcacb\nba")
+    assert np.allclose(old.log_prob(x), m.log_prob(x), rtol=0, atol=1e-12)

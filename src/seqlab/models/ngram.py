@@ -176,7 +176,9 @@ class NGramLM(TokenModel):
         fb = self.config.discount_fallback
         stats = self._kenlm_flush_quirk(pos, raw) if self.config.reset_at_eos else self.counts_
         self.discounts_ = np.array([kenlm_discounts(c, fb) for c in stats])  # (n, 3)
-        self._backoff_tables()
+        # the suffix of a k-gram ends where it ends: read its id at one occurrence
+        suffixes = {k: (pos.s if k == 2 else ids[k - 1][0])[ids[k][3]] for k in range(2, n + 1)}
+        self._backoff_tables(suffixes)
         if run is not None and run.best_path is not None:
             self.save(run.best_path)  # counting has no "last": the fitted model is the best
         if run is not None:
@@ -278,15 +280,21 @@ class NGramLM(TokenModel):
         return stats
 
     # --- back-off form -------------------------------------------------------------------
-    def _backoff_tables(self) -> None:
-        """Interpolated log-probabilities of every stored n-gram and back-offs of contexts."""
+    def _backoff_tables(self, suffixes: dict[int, np.ndarray] | None = None) -> None:
+        """Interpolated log-probabilities of every stored n-gram and back-offs of contexts.
+
+        `suffixes` (from counting) gives, per order k, the id of each k-gram's suffix (its last
+        k-1 tokens); without it, the suffixes are looked up in the tables.
+        """
         V = len(self.vocab)
         probs, self.logbo_, sfx = [self._unigram_probs()], [], np.zeros(0, dtype=np.int64)
         for k in range(2, self.config.order + 1):
             keys, a, d = self.keys_[k - 1], self.counts_[k - 1], self.discounts_[k - 1]
             ctx, last = keys // V, keys % V
-            # id of each k-gram's suffix (its last k-1 tokens) in the order-(k-1) table
-            sfx = last if k == 2 else _lookup(self.keys_[k - 2], sfx[ctx] * V + last)
+            if suffixes is not None:
+                sfx = suffixes[k]
+            else:
+                sfx = last if k == 2 else _lookup(self.keys_[k - 2], sfx[ctx] * V + last)
             assert np.all(sfx >= 0), "every suffix of a counted n-gram is counted"
             total, gamma = self._context_sums(k, ctx, a, d)
             own = (a - np.where(a > 0, d[np.clip(a, 1, 3) - 1], 0.0)) / total[ctx]
