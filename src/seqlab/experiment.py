@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seqlab import models
 from seqlab.config import from_dict, to_dict
 from seqlab.data.corpus import Corpus, DataConfig, encode_for_eval, prepare
@@ -114,6 +116,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     vocab = Vocab.load(vocab_path) if resume and vocab_path.exists() else None
     corpus = prepare(exp.data, run.dir / "data", vocab=vocab)
     corpus.vocab.save(run.dir / "vocab.json")
+    torch.manual_seed(exp.train.seed)  # the initial weights depend on the seed alone
     model = models.build(exp.model_name, corpus.vocab, to_dict(exp.model))
     print(f"training {exp.model_name} on {len(corpus.train):,} {exp.data.level} tokens "
           f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log or sys.stderr)

@@ -171,7 +171,7 @@ class NeuralLM(TokenModel, nn.Module):
     def step(self, token: int, state: State) -> tuple[torch.Tensor, State]:
         # Batch-1 steps must not go through oneDNN's fused RNN kernel: it costs ~4 ms per layer
         # per call on CPU (PERF-NOTES trap 2). The native kernel gives the same numbers.
-        with self._inference(), _without_onednn():
+        with self._inference(), without_onednn():
             logits, state = self(torch.tensor([[token]]), state)
         return logits[0, -1], state
 
@@ -202,7 +202,7 @@ class NeuralLM(TokenModel, nn.Module):
 
 
 @contextmanager
-def _without_onednn() -> Iterator[None]:
+def without_onednn() -> Iterator[None]:
     """Use ATen's native RNN kernels (the same numbers) instead of oneDNN's, for batch-1 steps."""
     was = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import SeqlabError
-from seqlab.models.base import NeuralLM, TokenModel, _without_onednn
+from seqlab.models.base import NeuralLM, TokenModel, without_onednn
 from seqlab.models.recurrent import RecurrentStack, StackConfig
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
@@ -248,7 +248,7 @@ class Seq2Seq(NeuralLM):
 
     def step(self, token: int, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One decoder step for a single hypothesis: (V,) log-probs of the next token."""
-        with self._inference(), _without_onednn():  # batch-1 steps: PERF-NOTES trap 2
+        with self._inference(), without_onednn():  # batch-1 steps: PERF-NOTES trap 2
             logp, state, _ = self.decode_step(torch.tensor([token]), state)
         return logp[0], state
 
@@ -328,7 +328,7 @@ class Seq2Seq(NeuralLM):
             if len(s) > self.config.max_src_len:
                 raise SeqlabError(f"source {i + 1} has {len(s)} tokens, more than the maximum "
                                   f"model.max_src_len = {self.config.max_src_len}")
-        with self._inference(), _without_onednn():  # one-step RNN calls: PERF-NOTES trap 2
+        with self._inference(), without_onednn():  # one-step RNN calls: PERF-NOTES trap 2
             return translate(self, sources, decode or self.config.decode)
 
     def conditioned(self, source: np.ndarray) -> Conditioned:
