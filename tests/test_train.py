@@ -154,3 +154,21 @@ def test_step_schedule_halves_per_epoch_after_decay_start() -> None:
         assert fresh == (b.window == 1)
         assert b.epoch == epochs[-1]  # next_epoch() told which epoch that batch belongs to
     assert epochs.count(0) == b.windows_per_epoch(0) and epochs[-1] == 2
+
+
+def test_best_checkpoint_follows_select_metric(tmp_path, stream) -> None:
+    """With select_mode=max the best checkpoint is the step with the highest metric."""
+    from seqlab.train import Trainer
+
+    v, train, _ = stream
+    accuracy = iter([0.2, 0.9, 0.5, 0.1, 0.3, 0.4])  # evaluations at steps 7, 14, ..., 35
+
+    def score() -> dict[str, float]:
+        return {"bits_per_token": 3.0, "accuracy": next(accuracy)}
+
+    run = Run(train=_cfg(max_steps=35, select_metric="accuracy", select_mode="max"),
+              dir=tmp_path / "r")
+    Trainer(run).fit(_model(v), StreamBatcher(train, 4, 16), score)
+    _, meta = load_tensors(run.last_path)
+    assert meta["trainer"]["progress"]["best_step"] == 14
+    assert meta["trainer"]["progress"]["best"] == -0.9

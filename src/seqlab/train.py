@@ -57,6 +57,8 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget for this invocation
     stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
     eval_interval: int = 200  # full validation pass every N steps (and at the end)
+    select_metric: str = "bits_per_token"  # validation metric that picks best.safetensors
+    select_mode: Literal["min", "max"] = "min"  # "max" for exact_match, bleu, accuracy
     clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
     seed: int = 1337
@@ -202,7 +204,7 @@ class Progress:
 
     step: int = 0
     tokens: int = 0
-    best: float = math.inf  # best validation bits/token so far
+    best: float = math.inf  # best validation score so far (select_metric, negated for "max")
     best_step: int = -1
     last_eval_step: int = -1
 
@@ -309,9 +311,13 @@ class Trainer:
         bpt = metrics["bits_per_token"]
         if sched is not None:
             sched.on_eval(bpt)
-        improved = bpt < prog.best
+        if self.cfg.select_metric not in metrics:
+            raise SeqlabError(f"train.select_metric is {self.cfg.select_metric!r}; this model's "
+                              f"validation reports {', '.join(metrics)}")
+        score = metrics[self.cfg.select_metric] * (1 if self.cfg.select_mode == "min" else -1)
+        improved = score < prog.best
         if improved:
-            prog.best, prog.best_step = bpt, prog.step
+            prog.best, prog.best_step = score, prog.step
             if self.run.best_path is not None:
                 save_tensors(self.run.best_path, *model.checkpoint())
         self.run.log({"kind": "eval", "step": prog.step, "split": "valid", **metrics})
