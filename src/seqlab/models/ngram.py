@@ -93,6 +93,32 @@ def _lookup(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True)
+def _find_grams(keys: np.ndarray, starts: np.ndarray, prev: np.ndarray, tok: np.ndarray,
+                V: int) -> np.ndarray:
+    """Ids of the n-grams (prev id, token) in the sorted table `keys`, -1 where absent.
+
+    ``starts[c]`` is where context c's continuations begin, so each search is a binary search
+    in one context's short range rather than in the whole table (fewer cache misses).
+    """
+    out = np.full(len(prev), -1, dtype=np.int64)
+    for i in range(len(prev)):
+        c = prev[i]
+        if c < 0 or c + 1 >= len(starts):
+            continue
+        lo, hi, key = starts[c], starts[c + 1], c * V + tok[i]
+        end = hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if keys[mid] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < end and keys[lo] == key:
+            out[i] = lo
+    return out
+
+
+@nb.njit(cache=True)
 def _count_grams(prev: np.ndarray, tok: np.ndarray, n_prev: int, V: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Distinct n-grams (prev id, token) of a list of occurrences, like ``np.unique`` on the
@@ -163,7 +189,7 @@ class NGramLM(TokenModel):
         """Count n-grams of `X`, estimate modified Kneser-Ney and its back-off tables."""
         pos = self._layout(X, lengths)
         n, V = self.config.order, len(self.vocab)
-        ids, valid_at = self._gram_ids(pos, lookup=None)  # per order: ids of every occurrence
+        ids, valid_at = self._gram_ids(pos, count=True)  # per order: ids of every occurrence
         self.keys_: list[np.ndarray] = [np.arange(V, dtype=np.int64)]
         raw: list[np.ndarray] = [np.bincount(pos.s[~pos.barrier], minlength=V)]
         for k in range(2, n + 1):
@@ -202,11 +228,11 @@ class NGramLM(TokenModel):
         barrier[np.cumsum([0, *[len(g) + 1 for g in segs[:-1]]])] = True
         return _Positions(s, barrier)
 
-    def _gram_ids(self, pos: _Positions, lookup: list[np.ndarray] | None
+    def _gram_ids(self, pos: _Positions, count: bool
                   ) -> tuple[dict[int, Any], dict[int, np.ndarray]]:
         """Dense ids of the k-gram ending at every position, k = 1..n (-1 where none).
 
-        Counting (``lookup=None``) builds the key tables; scoring looks keys up in ``lookup``.
+        Counting (``count``) builds the key tables; scoring looks the n-grams up in them.
         Returns, per order k >= 2, (ids, sorted unique keys, raw counts, first positions) when
         counting, or ids alone when scoring; and per order the mask of positions where a k-gram
         may end (it crosses no boundary and, in sentence mode, has eos only first or last).
@@ -221,19 +247,28 @@ class NGramLM(TokenModel):
             if k >= 3 and self.config.reset_at_eos:
                 ok[1:] &= s[:-1] != eos  # eos may only open an n-gram (as <s>) or close it
             t = np.flatnonzero(ok)
-            keys = prev_ids[t - 1] * V + s[t]
             ids = np.full(N, -1, dtype=np.int64)
-            if lookup is None:
+            if count:
                 n_prev = int(prev_ids.max()) + 1 if len(t) else 0
                 uniq, first, inv, cnt = _count_grams(prev_ids[t - 1], s[t], n_prev, V)
                 ids[t] = inv
                 out[k] = (ids, uniq, cnt, t[first])
             else:
-                ids[t] = _lookup(lookup[k - 1], keys)
+                ids[t] = _find_grams(self.keys_[k - 1], self._context_starts(k), prev_ids[t - 1],
+                                     s[t], V)
                 out[k] = ids
             valid_at[k] = ok
             prev_ids, prev_ok = ids, ok
         return out, valid_at
+
+    def _context_starts(self, k: int) -> np.ndarray:
+        """Where each (k-1)-gram's continuations start in the order-k table (cached)."""
+        cache = self.__dict__.setdefault("_starts", {})
+        keys = self.keys_[k - 1]
+        if k not in cache or cache[k][0] is not keys:
+            n_ctx = len(self.keys_[k - 2])
+            cache[k] = (keys, np.searchsorted(keys, np.arange(n_ctx + 1) * len(self.vocab)))
+        return cache[k][1]
 
     def _adjusted(self, k: int, s: np.ndarray, ids: dict[int, Any],
                   valid_at: dict[int, np.ndarray]) -> np.ndarray:
@@ -332,7 +367,7 @@ class NGramLM(TokenModel):
         """
         self._check_fitted()
         pos = self._layout(X, lengths)
-        ids, _ = self._gram_ids(pos, lookup=self.keys_)
+        ids, _ = self._gram_ids(pos, count=False)
         t = np.flatnonzero(~pos.barrier)  # predicted positions
         out, done = np.zeros(len(t)), np.zeros(len(t), dtype=bool)
         for k in range(self.config.order, 0, -1):
