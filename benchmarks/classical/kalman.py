@@ -4,8 +4,9 @@
 
 The 4-d constant-velocity model observed in 2-d position, T = 100,000 steps, one sequence. Each
 library runs the filter and the smoother on the same data (best of several runs after a
-warm-up; pykalman, at ~30 s, runs once). "max |diff|" is the largest absolute difference of the
-smoothed means from seqlab's; the log-likelihood is compared where the library reports one.
+warm-up; pykalman, at ~30 s, runs once). The difference column is the largest absolute
+difference of the smoothed means from seqlab's; the log-likelihood is compared where the
+library reports one.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main() -> None:
         r["speedup"] = r["seconds"] / t_ours
     print(markdown_table(rows, [
         ("library", "library", "s"), ("seconds", "filter + smoother s", ".3f"),
-        ("speedup", "seqlab speed-up", ".1f"), ("max_abs_diff", "max |diff| smoothed", ".1e"),
+        ("speedup", "seqlab speed-up", ".1f"),
+        ("max_abs_diff", "largest smoothed-mean difference", ".1e"),
         ("log_likelihood", "log-likelihood", ".6f")]))
     write_results(RESULTS / "kalman.json", {
         "benchmark": "kalman", "T": T, "quiet": quiet,
