@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import char_vocab, markov2_source, sample_markov2
+from tests.conftest import SHARED_DATA, char_vocab, markov2_source, sample_markov2
 
 from seqlab.data.vocab import Vocab, iter_units, iter_units_from_text
 from seqlab.errors import SeqlabError
@@ -301,3 +301,25 @@ def test_counts_only_checkpoint_rebuilds_the_tables(tmp_path: Path) -> None:
     old = NGramLM.load(tmp_path / "old.safetensors")
     x = m.vocab.encode("abcacb\nba")
     assert np.allclose(old.log_prob(x), m.log_prob(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_penn_treebank_published_baselines(tmp_path: Path) -> None:
+    """Word level: the sentence-mode KN 5-gram gives the published KN5 test perplexity, 141.2
+    (Mikolov et al. 2011). Character level: the 9-gram beats the backoff 9-gram's 1.47 bits
+    per character (Mikolov's simple-examples). benchmarks/classical/ptb.py prints the table."""
+    from seqlab.data.corpus import DataConfig, prepare
+
+    ptb = SHARED_DATA / "ptb"
+    results = {}
+    for prefix, order in (("ptb", 5), ("ptb.char", 9)):
+        data = prepare(DataConfig(path=str(ptb / f"{prefix}.train.txt"),
+                                  valid=str(ptb / f"{prefix}.valid.txt"),
+                                  test=str(ptb / f"{prefix}.test.txt"), level="word"),
+                       tmp_path / prefix)
+        m = NGramLM(NGramConfig(order=order, reset_at_eos=True), data.vocab).fit(data.train)
+        results[prefix] = evaluate(m, data.test)
+    assert results["ptb"].tokens == 82_430  # the usual count: words plus one <eos> per line
+    assert results["ptb"].perplexity == pytest.approx(141.2, abs=0.1)
+    assert results["ptb.char"].bits_per_token < 1.47
