@@ -84,6 +84,15 @@ def test_resume_continues(trained: Path, tiny_text: Path) -> None:
     assert 15 in steps
 
 
+def test_resume_a_run_written_before_a_config_key_existed(trained: Path, tiny_text: Path) -> None:
+    """A key added to seqlab since the run was written compares by its default on --resume."""
+    config = json.loads((trained / "config.json").read_text())
+    del config["train"]["select_metric"]
+    (trained / "config.json").write_text(json.dumps(config))
+    assert run_cli("train", "--model", "lstm", "--data", tiny_text, "--out", trained,
+                   "--max-steps", 12, "--resume", *TINY_LSTM) == 0
+
+
 # --- bad input ---------------------------------------------------------------------------
 def expect_error(capsys: pytest.CaptureFixture, args: list, pattern: str) -> None:
     capsys.readouterr()

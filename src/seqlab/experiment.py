@@ -87,8 +87,10 @@ def open_run(exp: Experiment, out: str | Path, *, resume: bool = False,
             raise SeqlabError(
                 f"{out} already holds a run (model {stored.get('model', {}).get('name', '?')}); "
                 "pass --resume to continue it, or choose another --out")
-        old, new = _flatten({s: stored.get(s, {}) for s in SECTIONS[:3]}), _flatten(
-            {s: exp.to_json()[s] for s in SECTIONS[:3]})
+        # Resolve the stored config too, so keys added to seqlab since it was written compare
+        # by their defaults.
+        then = resolve({s: stored.get(s, {}) for s in SECTIONS}).to_json()
+        old, new = (_flatten({s: cfg[s] for s in SECTIONS[:3]}) for cfg in (then, exp.to_json()))
         changed = sorted(k for k in old.keys() | new.keys()
                          if k not in RESUMABLE and old.get(k) != new.get(k))
         if changed:
