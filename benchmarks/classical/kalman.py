@@ -20,22 +20,9 @@ from statsmodels.tsa.statespace.kalman_smoother import KalmanSmoother
 
 from benchmarks.classical.timing import RESULTS, best_of, versions
 from benchmarks.common import check_quiet, markdown_table, write_results
-from seqlab.models.kalman import LinearGaussianSSM
+from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
 
 T = 100_000
-
-
-def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:
-    F = np.eye(4)
-    F[0, 2] = F[1, 3] = dt
-    block = q * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-    Q = np.zeros((4, 4))
-    Q[np.ix_([0, 2], [0, 2])] = block
-    Q[np.ix_([1, 3], [1, 3])] = block
-    return {"transition_matrix": F, "observation_matrix": np.eye(2, 4),
-            "transition_covariance": Q, "observation_covariance": r * np.eye(2),
-            "initial_state_mean": np.array([0.0, 0.0, 1.0, -1.0]),
-            "initial_state_covariance": np.eye(4)}
 
 
 def run_statsmodels(p: dict, X: np.ndarray) -> tuple[np.ndarray, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,18 +119,30 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     vocab = Vocab.load(vocab_path) if resume and vocab_path.exists() else None
     corpus = prepare(exp.data, run.dir / "data", vocab=vocab)
     corpus.vocab.save(run.dir / "vocab.json")
-    torch.manual_seed(exp.train.seed)  # the initial weights depend on the seed alone
-    model = models.build(exp.model_name, corpus.vocab, to_dict(exp.model))
+    model = build_seeded(exp, corpus.vocab)
     print(f"training {exp.model_name} on {len(corpus.train):,} {exp.data.level} tokens "
           f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log or sys.stderr)
     model.fit(corpus.train, valid=corpus.valid, run=run)
+    best, scores = score_best(exp, run, corpus, evaluate)
+    return best, corpus, scores
+
+
+def build_seeded(exp: Experiment, vocab: Any) -> Any:
+    """The experiment's model, its initial weights depending on train.seed alone."""
+    torch.manual_seed(exp.train.seed)
+    return models.build(exp.model_name, vocab, to_dict(exp.model))
+
+
+def score_best(exp: Experiment, run: Run, data: Any,
+               evaluate_fn: Callable[..., Any]) -> tuple[Any, list[Any]]:
+    """Reload the run's best checkpoint and score it on the valid and test splits (logged)."""
     best = models.load(run.best_path)
     best.name = exp.model_name
-    scores = [evaluate(best, corpus.split(s), split=s, name=exp.model_name)
-              for s in ("valid", "test") if len(corpus.split(s))]
+    scores = [evaluate_fn(best, data.split(s), split=s, name=exp.model_name)
+              for s in ("valid", "test") if len(data.split(s))]
     for e in scores:
         run.log({"kind": "final", **e.as_dict()})
-    return best, corpus, scores
+    return best, scores
 
 
 def task_for_run(run_dir: str | Path) -> Any:

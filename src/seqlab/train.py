@@ -321,7 +321,8 @@ class Trainer:
             if self.run.best_path is not None:
                 save_tensors(self.run.best_path, *model.checkpoint())
         self.run.log({"kind": "eval", "step": prog.step, "split": "valid", **metrics})
-        bar.write(f"step {prog.step}: valid {bpt:.4f} bits/token" + (" (best)" if improved else ""))
+        bar.write(f"step {prog.step}: valid {bpt:.4f} bits/token" + (" (best)" if improved else ""),
+                  file=sys.stderr)
 
     def _checkpoint(self, model: Any, opt: torch.optim.Optimizer, sched: Schedule,
                     batches: StreamBatcher, prog: Progress, state: Any) -> None:

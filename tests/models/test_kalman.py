@@ -12,22 +12,7 @@ from scipy.stats import multivariate_normal
 from statsmodels.tsa.statespace.kalman_smoother import KalmanSmoother
 
 from seqlab.errors import SeqlabError
-from seqlab.models.kalman import PARAMS, LinearGaussianSSM
-
-
-def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:
-    """4-d constant-velocity model (x, y, vx, vy) observed in position, white-noise
-    acceleration of intensity q (Bar-Shalom's discretisation)."""
-    F = np.eye(4)
-    F[0, 2] = F[1, 3] = dt
-    block = q * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
-    Q = np.zeros((4, 4))
-    Q[np.ix_([0, 2], [0, 2])] = block
-    Q[np.ix_([1, 3], [1, 3])] = block
-    return {"transition_matrix": F, "observation_matrix": np.eye(2, 4),
-            "transition_covariance": Q, "observation_covariance": r * np.eye(2),
-            "initial_state_mean": np.array([0.0, 0.0, 1.0, -1.0]),
-            "initial_state_covariance": np.eye(4)}
+from seqlab.models.kalman import PARAMS, LinearGaussianSSM, constant_velocity
 
 
 def _random_model(n: int = 3, d: int = 2, seed: int = 0) -> LinearGaussianSSM:

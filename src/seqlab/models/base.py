@@ -33,6 +33,7 @@ class TokenModel:
     family: ClassVar[str]
     task: ClassVar[str] = "lm"  # see seqlab.models.TASKS
     Config: ClassVar[type]
+    vocab_type: ClassVar[type] = Vocab  # what `from_checkpoint` rebuilds meta["vocab"] as
     config: Any
     vocab: Vocab
     name: str = ""  # the registry name it was built under (lstm, ngram, ...), for tables
@@ -192,7 +193,7 @@ class NeuralLM(TokenModel, nn.Module):
 
     @classmethod
     def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
-        model = cls(cls.config_from(meta), Vocab.from_json(meta["vocab"]))
+        model = cls(cls.config_from(meta), cls.vocab_type.from_json(meta["vocab"]))
         model.name = meta.get("name", "")
         model.load_checkpoint(tensors)
         return model

@@ -610,6 +610,22 @@ class LinearGaussianSSM:
         return model
 
 
+def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:
+    """Parameters of the 4-d constant-velocity model (x, y, vx, vy) observed in position, with
+    white-noise acceleration of intensity q (Bar-Shalom's discretisation) and observation noise
+    variance r; ``LinearGaussianSSM(**constant_velocity())``."""
+    F = np.eye(4)
+    F[0, 2] = F[1, 3] = dt
+    block = q * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
+    Q = np.zeros((4, 4))
+    Q[np.ix_([0, 2], [0, 2])] = block
+    Q[np.ix_([1, 3], [1, 3])] = block
+    return {"transition_matrix": F, "observation_matrix": np.eye(2, 4),
+            "transition_covariance": Q, "observation_covariance": r * np.eye(2),
+            "initial_state_mean": np.array([0.0, 0.0, 1.0, -1.0]),
+            "initial_state_covariance": np.eye(4)}
+
+
 def _draw(rng: np.random.Generator, mean: np.ndarray, cov: np.ndarray, size: int) -> np.ndarray:
     """`size` draws from N(mean, cov) (cov may be singular, e.g. Q = 0)."""
     w, V = np.linalg.eigh(cov)

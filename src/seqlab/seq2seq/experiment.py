@@ -13,12 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from seqlab import models
-from seqlab.config import from_dict, to_dict
+from seqlab.config import from_dict
 from seqlab.errors import SeqlabError
-from seqlab.experiment import Experiment, load_run, open_run
+from seqlab.experiment import Experiment, build_seeded, load_run, open_run, score_best
 from seqlab.seq2seq.data import DataConfig, PairData, PairVocab, load_eval_pairs, prepare
 from seqlab.seq2seq.metrics import Seq2SeqEvaluation, evaluate
 from seqlab.train import Callback
@@ -41,18 +38,12 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     run = open_run(exp, out, resume=resume, command=command)
     run.callbacks = list(callbacks or [])
     data.vocab.save(Path(out) / "vocab.json")
-    torch.manual_seed(exp.train.seed)  # the initial weights too follow train.seed
-    model = models.build(exp.model_name, data.vocab, to_dict(exp.model))
+    model = build_seeded(exp, data.vocab)
     print(f"training {exp.model_name} on {len(data.train):,} pairs (vocabularies "
           f"{len(data.vocab.src)} / {len(data.vocab.tgt)}, {model.num_parameters():,} "
           f"parameters) into {out}", file=log)
     model.fit(data.train, valid=data.valid, run=run, bucket=exp.data.bucket)
-    best = models.load(run.best_path)
-    best.name = exp.model_name
-    scores = [evaluate(best, data.split(s), split=s, name=exp.model_name)
-              for s in ("valid", "test") if len(data.split(s))]
-    for e in scores:
-        run.log({"kind": "final", **e.as_dict()})
+    best, scores = score_best(exp, run, data, evaluate)
     return best, data, scores
 
 

@@ -221,6 +221,7 @@ class Seq2Seq(NeuralLM):
     family = "seq2seq"
     task = "seq2seq"
     Config = Seq2SeqConfig
+    vocab_type = PairVocab
     prime = None  # type: ignore[assignment]  # not a LanguageModel until given a source
     carries_state = False
 
@@ -342,14 +343,6 @@ class Seq2Seq(NeuralLM):
         ids = self.conditioned(np.asarray(prompt)).generate(n, seed=seed, **sampling)
         ends = np.flatnonzero(ids == EOS_ID)
         return ids[: ends[0]] if len(ends) else ids
-
-    # --- checkpoints -----------------------------------------------------------------------
-    @classmethod
-    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
-        model = cls(cls.config_from(meta), PairVocab.from_json(meta["vocab"]))
-        model.name = meta.get("name", "")
-        model.load_checkpoint(tensors)
-        return model
 
 
 class Conditioned(TokenModel):
