@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,3 +67,14 @@ def tiny_text(tmp_path: Path) -> Path:
     p = tmp_path / "tiny.txt"
     p.write_text("the cat sat on the mat.\nthe dog sat on the log.\n" * 40, encoding="utf-8")
     return p
+
+
+def stepped_log_probs(lm: Any, ids: Any) -> tuple[np.ndarray, torch.Tensor, Any]:
+    """log p of each token of `ids` along the sampler's path: ``prime([])`` then ``step``.
+    Returns the log-probabilities, the logits after the last token and the final state."""
+    logits, state = lm.prime([])
+    out = []
+    for tok in ids:
+        out.append(float(torch.log_softmax(logits.double(), -1)[tok]))
+        logits, state = lm.step(int(tok), state)
+    return np.array(out), logits, state

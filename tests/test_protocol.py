@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.conftest import char_vocab
+from tests.conftest import char_vocab, stepped_log_probs
 
 from seqlab import models
 from seqlab.run import Run
@@ -46,12 +46,7 @@ def fitted(request: pytest.FixtureRequest, data: tuple):
 
 
 def _stepped(m, ids) -> np.ndarray:
-    logits, state = m.step(m.vocab.eos_id, m.initial_state())
-    out = []
-    for tok in ids:
-        out.append(float(torch.log_softmax(logits.double(), -1)[tok]))
-        logits, state = m.step(int(tok), state)
-    return np.array(out)
+    return stepped_log_probs(m, ids)[0]
 
 
 def test_step_equals_full_pass(fitted, data) -> None:

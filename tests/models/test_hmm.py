@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hmmlearn import hmm as hmmlearn_hmm
-from tests.conftest import char_vocab
+from tests.conftest import char_vocab, stepped_log_probs
 
 from seqlab.cli import main as cli_main
 from seqlab.errors import SeqlabError
@@ -340,11 +340,7 @@ def test_lm_log_prob_is_the_filtered_predictive() -> None:
     joint = [_brute_force(h, s[: t + 1])[0] for t in range(len(s))]
     assert np.allclose(lm.log_prob(x), np.diff(joint), atol=1e-10)
     # stepping through the sampler's interface gives the same numbers
-    logits, state = lm.prime([])
-    stepped = []
-    for tok in x:
-        stepped.append(float(logits[tok]))
-        logits, state = lm.step(int(tok), state)
+    stepped, logits, _ = stepped_log_probs(lm, x)
     assert np.allclose(stepped, lm.log_prob(x), atol=1e-12)
     assert torch.exp(logits).sum().item() == pytest.approx(1.0, abs=1e-12)
 

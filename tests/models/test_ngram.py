@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import SHARED_DATA, char_vocab, markov2_source, sample_markov2
+from tests.conftest import (
+    SHARED_DATA,
+    char_vocab,
+    markov2_source,
+    sample_markov2,
+    stepped_log_probs,
+)
 
 from seqlab.data.vocab import Vocab, iter_units, iter_units_from_text
 from seqlab.errors import SeqlabError
@@ -126,11 +132,7 @@ def test_step_equals_log_prob(reset: bool) -> None:
     v = char_vocab("abcdef")
     m = NGramLM(NGramConfig(order=5, reset_at_eos=reset), v).fit(rng.integers(1, len(v), 3000))
     test = rng.integers(0, len(v), 400)
-    logits, state = m.step(v.eos_id, m.initial_state())
-    stepped = []
-    for tok in test:
-        stepped.append(float(logits[tok]))
-        logits, state = m.step(int(tok), state)
+    stepped, _, _ = stepped_log_probs(m, test)
     assert np.allclose(stepped, m.log_prob(test), atol=1e-12)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import char_vocab
+from tests.conftest import char_vocab, stepped_log_probs
 
 from seqlab import models
 from seqlab.cli import main
@@ -173,11 +173,7 @@ def test_lm_step_and_log_prob_agree_with_forward(kw: dict) -> None:
     lm = _lm(**kw).eval()
     ids = np.array([2, 3, 4, 1, 5, 2, 2, 3], dtype=np.int64)
     lp = lm.log_prob(ids)
-    logits, state = lm.prime([])
-    manual = []
-    for tok in ids:
-        manual.append(float(logits.log_softmax(-1)[tok]))
-        logits, state = lm.step(int(tok), state)
+    manual, _, _ = stepped_log_probs(lm, ids)
     np.testing.assert_allclose(lp, manual, atol=1e-5)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import char_vocab, markov2_source, sample_markov2
+from tests.conftest import char_vocab, markov2_source, sample_markov2, stepped_log_probs
 
 from seqlab import models
 from seqlab.errors import SeqlabError
@@ -61,11 +61,7 @@ def test_step_and_chunked_log_prob_equal_forward(monkeypatch: pytest.MonkeyPatch
     whole = lm.log_prob(ids)
     monkeypatch.setattr(WindowLM, "eval_chunk", 7)
     np.testing.assert_allclose(lm.log_prob(ids), whole, atol=1e-6)
-    logits, state = lm.prime([])
-    stepped = []
-    for tok in ids:
-        stepped.append(float(logits.log_softmax(-1)[tok]))
-        logits, state = lm.step(int(tok), state)
+    stepped, _, state = stepped_log_probs(lm, ids)
     np.testing.assert_allclose(stepped, whole, atol=1e-6)
     assert state.tolist() == [ids[-3:].tolist()]
 

@@ -119,6 +119,21 @@ def _find_grams(keys: np.ndarray, starts: np.ndarray, prev: np.ndarray, tok: np.
 
 
 @nb.njit(cache=True)
+def _counting_sort(keys: np.ndarray, n_keys: int, idx: np.ndarray) -> np.ndarray:
+    """The positions `idx` stably sorted by keys[idx] (keys in [0, n_keys)): O(len + n_keys)."""
+    start = np.zeros(n_keys + 1, dtype=np.int64)
+    for i in idx:
+        start[keys[i] + 1] += 1
+    for v in range(n_keys):
+        start[v + 1] += start[v]
+    out = np.empty(len(idx), dtype=np.int64)
+    for i in idx:
+        out[start[keys[i]]] = i
+        start[keys[i]] += 1
+    return out
+
+
+@nb.njit(cache=True)
 def _count_grams(prev: np.ndarray, tok: np.ndarray, n_prev: int, V: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Distinct n-grams (prev id, token) of a list of occurrences, like ``np.unique`` on the
@@ -128,25 +143,7 @@ def _count_grams(prev: np.ndarray, tok: np.ndarray, n_prev: int, V: int
     counts.
     """
     N = len(tok)
-    by_tok = np.empty(N, dtype=np.int64)
-    start = np.zeros(V + 1, dtype=np.int64)
-    for i in range(N):
-        start[tok[i] + 1] += 1
-    for v in range(V):
-        start[v + 1] += start[v]
-    for i in range(N):
-        by_tok[start[tok[i]]] = i
-        start[tok[i]] += 1
-    order = np.empty(N, dtype=np.int64)
-    start = np.zeros(n_prev + 1, dtype=np.int64)
-    for i in range(N):
-        start[prev[i] + 1] += 1
-    for v in range(n_prev):
-        start[v + 1] += start[v]
-    for j in range(N):
-        i = by_tok[j]
-        order[start[prev[i]]] = i
-        start[prev[i]] += 1
+    order = _counting_sort(prev, n_prev, _counting_sort(tok, V, np.arange(N)))
     keys, first, counts = np.empty(N, dtype=np.int64), np.empty(N, dtype=np.int64), \
         np.zeros(N, dtype=np.int64)
     inv = np.empty(N, dtype=np.int64)
