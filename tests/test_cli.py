@@ -91,6 +91,9 @@ def test_resume_a_run_written_before_a_config_key_existed(trained: Path, tiny_te
     (trained / "config.json").write_text(json.dumps(config))
     assert run_cli("train", "--model", "lstm", "--data", tiny_text, "--out", trained,
                    "--max-steps", 12, "--resume", *TINY_LSTM) == 0
+    steps = [json.loads(line).get("step") for line in
+             (trained / "metrics.jsonl").read_text().splitlines()]
+    assert max(s for s in steps if s is not None) == 12  # it continued from step 10 to 12
 
 
 # --- bad input ---------------------------------------------------------------------------

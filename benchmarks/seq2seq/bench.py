@@ -179,7 +179,7 @@ def run(name: str, work: Path, minutes: float) -> dict[str, Any]:
     out = work / "runs" / name
     shutil.rmtree(out, ignore_errors=True)
     t0, w0 = time.process_time(), time.perf_counter()
-    model, data, scores_ = s2s.train(exp, out)
+    model, data, final = s2s.train(exp, out)
     train_cpu, train_wall = time.process_time() - t0, time.perf_counter() - w0
     steps = load_tensors(out / "last.safetensors")[1]["trainer"]["progress"]["step"]
     return {
@@ -187,7 +187,7 @@ def run(name: str, work: Path, minutes: float) -> dict[str, Any]:
         "parameters": model.num_parameters(), "steps": steps,
         "train_cpu_s": train_cpu, "train_wall_s": train_wall,
         **scores(name, model, data.test),
-        "test_scores": next(s.as_dict() for s in scores_ if s.split == "test"),
+        "test_scores": next(s.as_dict() for s in final if s.split == "test"),
         "published": spec.published,
     }
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from seqlab import models
 from seqlab.config import apply_overrides, from_dict, parse_value, to_dict
 from seqlab.data.corpus import DataConfig
@@ -95,7 +97,7 @@ def _parse_spec(item: str) -> Spec:
 # --- running ------------------------------------------------------------------------------------
 def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | Path, *,
             resume: bool = False, command: list[str] | None = None,
-            log: Any = None) -> list[dict[str, Any]]:
+            log: Any = sys.stderr) -> list[dict[str, Any]]:
     """Train every spec into ``out/<folder>`` and return the leaderboard rows (also saved).
 
     With ``resume``, a model whose folder already holds a finished row is not trained again, so
@@ -103,7 +105,7 @@ def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | 
     """
     from seqlab.experiment import Experiment
 
-    out, log = Path(out), log or sys.stderr
+    out = Path(out)
     rows = []
     for spec in specs:
         run_dir = out / spec.folder
@@ -242,8 +244,6 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 def _clock(records: list[dict[str, Any]], train_seconds: float) -> Any:
     """step -> seconds into training: from the training records' ``elapsed_s`` when a family
     logs it (extended at the last rate), else spread evenly over the training time."""
-    import numpy as np
-
     timed = [r for r in records if r.get("kind") == "train" and "elapsed_s" in r]
     steps = [0] + [r["step"] for r in timed]
     seconds = [0.0] + [r["elapsed_s"] for r in timed]

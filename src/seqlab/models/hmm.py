@@ -784,7 +784,7 @@ class HMMLM(TokenModel):
 
     @classmethod
     def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
-        model = cls(cls.config_from(meta), Vocab.from_json(meta["vocab"]))
+        model = cls(cls.config_from(meta), cls.vocab_type.from_json(meta["vocab"]))
         K, V = model.config.n_states, len(model.vocab)
         h = CategoricalHMM(K, n_features=V)
         try:

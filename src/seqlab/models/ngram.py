@@ -554,7 +554,7 @@ class NGramLM(TokenModel):
 
     @classmethod
     def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
-        model = cls(cls.config_from(meta), Vocab.from_json(meta["vocab"]))
+        model = cls(cls.config_from(meta), cls.vocab_type.from_json(meta["vocab"]))
         n = model.config.order
         arr = {k: v.numpy() for k, v in tensors.items()}
         try:
