@@ -97,7 +97,7 @@ def _parse_spec(item: str) -> Spec:
 # --- running ------------------------------------------------------------------------------------
 def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | Path, *,
             resume: bool = False, command: list[str] | None = None,
-            log: Any = sys.stderr) -> list[dict[str, Any]]:
+            log: Any = None) -> list[dict[str, Any]]:
     """Train every spec into ``out/<folder>`` and return the leaderboard rows (also saved).
 
     With ``resume``, a model whose folder already holds a finished row is not trained again, so
@@ -105,7 +105,7 @@ def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | 
     """
     from seqlab.experiment import Experiment
 
-    out = Path(out)
+    out, log = Path(out), log or sys.stderr  # sys.stderr at call time (it may be replaced)
     rows = []
     for spec in specs:
         run_dir = out / spec.folder

@@ -111,7 +111,7 @@ def open_run(exp: Experiment, out: str | Path, *, resume: bool = False,
 
 def train(exp: Experiment, out: str | Path, *, resume: bool = False,
           callbacks: list[Callback] | None = None, command: list[str] | None = None,
-          log: Any = sys.stderr) -> tuple[Any, Corpus, list[Evaluation]]:
+          log: Any = None) -> tuple[Any, Corpus, list[Evaluation]]:
     """Train `exp` into run folder `out`; return the best model, the data and final scores."""
     run = open_run(exp, out, resume=resume, command=command)
     run.callbacks = list(callbacks or [])
@@ -121,7 +121,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     corpus.vocab.save(run.dir / "vocab.json")
     model = build_seeded(exp, corpus.vocab)
     print(f"training {exp.model_name} on {len(corpus.train):,} {exp.data.level} tokens "
-          f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log)
+          f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log or sys.stderr)
     model.fit(corpus.train, valid=corpus.valid, run=run)
     best, scores = score_best(exp, run, corpus, evaluate)
     return best, corpus, scores

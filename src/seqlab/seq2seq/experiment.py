@@ -29,7 +29,7 @@ def _max_lens(model_cfg: Any) -> tuple[int, int]:
 
 def train(exp: Experiment, out: str | Path, *, resume: bool = False,
           callbacks: list[Callback] | None = None, command: list[str] | None = None,
-          log: Any = sys.stderr) -> tuple[Any, PairData, list[Seq2SeqEvaluation]]:
+          log: Any = None) -> tuple[Any, PairData, list[Seq2SeqEvaluation]]:
     """Train `exp` into run folder `out`; return the best model, the data and final scores."""
     if not exp.data.path:  # before open_run, so a bad command leaves no run folder behind
         raise SeqlabError("data.path: expected a file of pairs (TSV, SCAN or parallel), got "
@@ -41,7 +41,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     model = build_seeded(exp, data.vocab)
     print(f"training {exp.model_name} on {len(data.train):,} pairs (vocabularies "
           f"{len(data.vocab.src)} / {len(data.vocab.tgt)}, {model.num_parameters():,} "
-          f"parameters) into {out}", file=log)
+          f"parameters) into {out}", file=log or sys.stderr)
     model.fit(data.train, valid=data.valid, run=run, bucket=exp.data.bucket)
     best, scores = score_best(exp, run, data, evaluate)
     return best, data, scores
