@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from seqlab.errors import SeqlabError, TrainingDiverged
 from seqlab.io import load_tensors, save_tensors
+from seqlab.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
     from seqlab.run import Run
@@ -63,7 +64,8 @@ class TrainConfig:
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
     seed: int = 1337
     log_interval: int = 20  # steps between metrics.jsonl records
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast: ~2x matmul speed on AVX512-BF16
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 where the probe succeeds
+    # (bf16 autocast: ~2x matmul speed on AVX512-BF16/AMX), else fp32; see seqlab.precision
     threads: int | None = None  # torch threads; None keeps torch's default
     progress: bool = True  # show a progress bar on stderr
 
@@ -79,6 +81,8 @@ class TrainConfig:
         if not 0 < self.decay_factor <= 1 or self.decay_start < 0:
             raise SeqlabError("train.decay_factor must be in (0, 1] and train.decay_start >= 0, "
                               f"got {self.decay_factor} and {self.decay_start}")
+        if self.precision == "bf16":
+            resolve_precision("bf16")  # fail here, before a run folder exists, not at step 1
 
 
 class Callback:
@@ -230,6 +234,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        self.precision = resolve_precision(cfg.precision)
         opt = model.configure_optimizer(cfg)
         sched = Schedule(cfg)
         self._validates = evaluate is not None
@@ -270,7 +275,7 @@ class Trainer:
                 fresh = fresh or state is None
                 state = model.initial_state(cfg.batch_size) if fresh else detach(state)
                 model.train()
-                with _autocast(cfg.precision):
+                with autocast(self.precision):
                     loss, state = model.training_loss(batch, state)
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):
@@ -381,12 +386,6 @@ def _clip(model: torch.nn.Module, cfg: TrainConfig) -> float:
         torch.nn.utils.clip_grad_value_(params, cfg.clip_value)
     max_norm = cfg.clip_norm if cfg.clip_norm is not None else math.inf
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True))
-
-
-def _autocast(precision: str) -> Any:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _train_record(prog: Progress, loss: float, lr: float, grad_norm: float, tok_s: float,
