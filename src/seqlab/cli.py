@@ -1,8 +1,9 @@
 """Command line: a thin layer that parses arguments and calls the library.
 
-    seqlab train --model ngram|rnn|lstm|gru --data PATH --out RUN_DIR [--config FILE] [k.e.y=v ...]
+    seqlab train --model NAME --data PATH --out RUN_DIR [--config FILE] [k.e.y=v ...]
     seqlab eval RUN_DIR [--data PATH | --split valid|test] [--json]
-    seqlab sample RUN_DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K] ...
+    seqlab predict RUN_DIR [--input FILE]           # the task's output per input line
+    seqlab sample RUN_DIR [--prompt TEXT] ...       # language models (tasks add commands)
     seqlab demo
 
 User errors print one line (``seqlab: error: ...``) and exit with status 2, without a traceback.
@@ -17,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seqlab.errors import SeqlabError, TrainingDiverged
+from seqlab.errors import SeqlabError, TrainingDiverged, TrainingInterrupted
 
 EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -35,14 +36,11 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run folder")
     t.add_argument("--config", help="YAML or TOML config file")
-    t.add_argument("--model", help="model name (ngram, rnn, lstm, gru, ...); sets model.name")
-    t.add_argument("--data", help="training text (default: Python's documentation, built in)")
+    t.add_argument("--model", help="model name (ngram, lstm, seq2seq, parity-lstm, kalman, ...)")
+    t.add_argument("--data", help="training data (default: the task's built-in data)")
     t.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
     t.add_argument("--test", help="separate test file (default: a fraction of --data)")
-    t.add_argument("--level", choices=["char", "byte", "word"], help="tokenisation level")
-    t.add_argument("--cell", choices=["fused", "reference"],
-                   help="recurrent models: PyTorch's fused kernels or the hand-written reference "
-                        "cells (sets model.impl)")
+    t.add_argument("--level", help="tokenisation level, where the task has one (data.level)")
     t.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
     t.add_argument("--max-steps", type=int, help="sets train.max_steps")
     t.add_argument("--max-minutes", type=float, help="sets train.max_minutes")
@@ -50,23 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     _add_override_help(t)
 
-    e = sub.add_parser("eval", help="bits per token of a trained run")
+    e = sub.add_parser("eval", help="score a trained run with its task's metrics")
     e.add_argument("run", help="run folder or checkpoint file")
     e.add_argument("--data", help="score this file instead of the run's own split")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
-    s = sub.add_parser("sample", help="generate text from a trained run")
-    s.add_argument("run", help="run folder or checkpoint file")
-    s.add_argument("--prompt", help="text to continue")
-    s.add_argument("--length", type=int, help="tokens per sample")
-    s.add_argument("--temperature", type=float)
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--top-p", type=float)
-    s.add_argument("--greedy", action="store_true", default=None)
-    s.add_argument("--num-samples", type=int)
-    s.add_argument("--seed", type=int)
-    _add_override_help(s)
+    r = sub.add_parser("predict", help="the task's output for each input line (stdin or file)")
+    r.add_argument("run", help="run folder or checkpoint file")
+    r.add_argument("--input", help="one input per line (default: standard input)")
 
     d = sub.add_parser("demo", help="train an n-gram and an LSTM on the built-in corpus, compare")
     d.add_argument("--minutes", type=float, default=2.5, help="LSTM training budget")
@@ -81,25 +71,29 @@ def _version() -> str:
     return f"seqlab {__version__}"
 
 
-def _flag_overrides(args: argparse.Namespace, mapping: dict[str, str]) -> list[str]:
-    return [f"{key}={getattr(args, attr)}" for attr, key in mapping.items()
-            if getattr(args, attr, None) is not None]
+# Command-line flags of `train` and the config keys they set (typed by argparse, no re-parsing).
+TRAIN_FLAGS = {"model": ("model", "name"), "data": ("data", "path"), "valid": ("data", "valid"),
+               "test": ("data", "test"), "level": ("data", "level"),
+               "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
+               "seed": ("train", "seed")}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seqlab import models
     from seqlab.config import apply_overrides, load_file
-    from seqlab.experiment import resolve
+    from seqlab.experiment import resolve, train
 
-    raw = load_file(args.config) if args.config else {}
-    flags = _flag_overrides(args, {
-        "model": "model.name", "data": "data.path", "valid": "data.valid", "test": "data.test",
-        "level": "data.level", "cell": "model.impl", "max_steps": "train.max_steps",
-        "max_minutes": "train.max_minutes", "seed": "train.seed"})
-    exp = resolve(apply_overrides(raw, [*args.overrides, *flags]))
+    raw = apply_overrides(load_file(args.config) if args.config else {}, args.overrides)
+    for attr, (section, key) in TRAIN_FLAGS.items():
+        value = getattr(args, attr)
+        if value is not None:
+            node = raw.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise SeqlabError(f"{section}: expected a section of key: value pairs, got "
+                                  f"{node!r}")
+            node[key] = value
+    exp = resolve(raw)
     out = args.out or _default_out(exp.model_name)
-    task = models.task_module(models.resolve(exp.model_name)[0])
-    _, _, scores = task.train(exp, out, resume=args.resume, command=sys.argv)
+    _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)
     for e in scores:
         print(e.summary())
     print(f"run folder: {out}")
@@ -107,41 +101,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from seqlab.experiment import task_for_run
+    from seqlab.experiment import evaluate_run
 
-    result = task_for_run(args.run).evaluate_run(args.run, data=args.data, split=args.split)
+    result = evaluate_run(args.run, data=args.data, split=args.split)
     print(json.dumps({**result.as_dict(), "run": str(args.run)}) if args.json else result.summary())
     return 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
-    from seqlab.config import apply_overrides, from_dict
-    from seqlab.experiment import load_run
-    from seqlab.protocol import LanguageModel
-    from seqlab.sampling import SampleConfig, sample_text
+def cmd_predict(args: argparse.Namespace) -> int:
+    from seqlab.experiment import predict_run
 
-    model, config = load_run(args.run)
-    if not isinstance(model, LanguageModel):
-        raise SeqlabError(f"{args.run}: expected a language model run, got a {model.family} "
-                          "model; use the command for its task (e.g. seqlab translate)")
-    raw = {"sample": dict(config.get("sample", {}))}
-    flags = _flag_overrides(args, {
-        "prompt": "sample.prompt", "length": "sample.length", "temperature": "sample.temperature",
-        "top_k": "sample.top_k", "top_p": "sample.top_p", "greedy": "sample.greedy",
-        "num_samples": "sample.num_samples", "seed": "sample.seed"})
-    raw = apply_overrides(raw, [*args.overrides, *flags])
-    if set(raw) != {"sample"}:
-        raise SeqlabError(f"sample accepts only sample.* overrides, got {sorted(raw)}")
-    if args.prompt is not None:
-        raw["sample"]["prompt"] = args.prompt  # verbatim: no YAML parsing of the prompt
-    cfg = from_dict(SampleConfig, raw["sample"], prefix="sample.")
-    for i, pieces in enumerate(sample_text(model, cfg)):
-        if i:
-            sys.stdout.write("\n" + "-" * 40 + "\n")
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    sys.stdout.write("\n")
+    if args.input:
+        from pathlib import Path
+
+        lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    for output in predict_run(args.run, lines):
+        print(output)
     return 0
 
 
@@ -159,16 +136,21 @@ def _default_out(name: str) -> str:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "demo": cmd_demo,
+    "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "demo": cmd_demo,
 }
 
-# Modules adding subcommands: each has ``register(subparsers) -> {name: handler}``.
-PLUGINS = ("seqlab.compare", "seqlab.diagnose", "seqlab.seq2seq.cli")
+# Modules adding subcommands: each has ``register(subparsers) -> {name: handler}``. Each task
+# adds its own too (``sample`` for language models, ``translate`` for seq2seq).
+PLUGINS = ("seqlab.compare", "seqlab.diagnose")
 
 
 def _register_plugins(sub: Any) -> None:
     import importlib
 
+    from seqlab import tasks
+
+    for task in tasks.TASKS:
+        COMMANDS.update(tasks.get(task).add_commands(sub))
     for name in PLUGINS:
         try:
             module = importlib.import_module(name)
@@ -207,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"seqlab: error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
+    except TrainingInterrupted as e:
+        print(f"seqlab: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except SeqlabError as e:
         print(f"seqlab: error: {e}", file=sys.stderr)
         return EXIT_USAGE

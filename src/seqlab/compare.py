@@ -3,11 +3,12 @@
     seqlab compare --data TRAIN --valid VALID --models ngram,window,rnn,gru,lstm,tcn \\
         --max-minutes M --out DIR --json
 
-Each specification is trained by its family's own pipeline (``seqlab.experiment.train`` for
-language models) into ``DIR/<name>``; every run reads the same files with the same tokenisation,
-so all share one vocabulary and one split. The leaderboard has, per model, bits per token on the
-validation and test splits, the number of stored parameters, the training time and the training
-tokens per second. It is printed, and saved as ``leaderboard.json`` and ``leaderboard.md``, with
+Each specification is trained by the generic pipeline (``seqlab.experiment.train``) into
+``DIR/<name>``; every run reads the same files with the same tokenisation, so all share one
+vocabulary and one split. All models must belong to one task; the leaderboard ranks them by
+that task's metric (bits per token for language models, token accuracy for tagging, ...): per
+model, the metric on the validation and test splits, the number of stored parameters, the
+training time and the training tokens per second. It is printed, and saved as ``leaderboard.json`` and ``leaderboard.md``, with
 the learning curves (from each run's ``metrics.jsonl``) in ``learning_curves.png``.
 
 Nothing here knows a model family. Scores come from the protocol's ``log_prob`` (through
@@ -34,17 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from seqlab import models
+from seqlab import models, tasks
 from seqlab.config import apply_overrides, from_dict, parse_value, to_dict
-from seqlab.data.corpus import DataConfig
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, load_tensors, read_json, write_json
+from seqlab.tasks.base import Task
 from seqlab.train import TrainConfig
 
-COLUMNS = [("model", "model", "s"), ("valid_bits_per_token", "valid bits/token", ".4f"),
-           ("test_bits_per_token", "test bits/token", ".4f"), ("parameters", "parameters", ",d"),
-           ("train_seconds", "train time (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f"),
-           ("tokens", "train tokens", ",d")]
+
+def columns(metric: str) -> list[tuple[str, str, str]]:
+    """The leaderboard's columns: (row key, header, format); the score columns are the task's
+    metric (bits/token for language models)."""
+    label = metric.replace("_per_", "/").replace("_", " ")
+    return [("model", "model", "s"), (f"valid_{metric}", f"valid {label}", ".4f"),
+            (f"test_{metric}", f"test {label}", ".4f"), ("parameters", "parameters", ",d"),
+            ("train_seconds", "train time (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f"),
+            ("tokens", "train tokens", ",d")]
 
 
 @dataclass
@@ -62,7 +68,8 @@ class Spec:
 
 
 def parse_specs(text: str | list[str]) -> list[Spec]:
-    """``ngram,lstm:hidden=512`` -> specs; unknown models and repeated labels are errors."""
+    """``ngram,lstm:hidden=512`` -> specs; unknown models, repeated labels and models of
+    different tasks (which cannot share data or a metric) are errors."""
     items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
     if not items:
         raise SeqlabError("--models expects a comma-separated list of model names, got none")
@@ -72,15 +79,20 @@ def parse_specs(text: str | list[str]) -> list[Spec]:
         if folders.count(s.folder) > 1:
             raise SeqlabError(f"--models lists {s.label!r} twice; give each entry different "
                               "overrides")
+    names = {tasks.for_model(s.model).name: s.model for s in specs}
+    if len(names) > 1:
+        raise SeqlabError("seqlab compare ranks models of one task on the same data, got "
+                          + ", ".join(f"{m} ({t})" for t, m in names.items()))
     return specs
+
+
+def task_of(specs: list[Spec]) -> Task:
+    return tasks.for_model(specs[0].model)
 
 
 def _parse_spec(item: str) -> Spec:
     name, *pairs = item.split(":")
-    cls, _ = models.resolve(name)  # raises, naming the valid models
-    if getattr(cls, "task", "lm") != "lm":
-        raise SeqlabError(f"seqlab compare ranks language models by bits per token; {name} is "
-                          f"a {cls.task} model")
+    models.resolve(name)  # raises, naming the valid models
     spec = Spec(label=item, model=name)
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -95,7 +107,7 @@ def _parse_spec(item: str) -> Spec:
 
 
 # --- running ------------------------------------------------------------------------------------
-def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | Path, *,
+def compare(specs: list[Spec], data: Any, train: TrainConfig, out: str | Path, *,
             resume: bool = False, command: list[str] | None = None,
             log: Any = None) -> list[dict[str, Any]]:
     """Train every spec into ``out/<folder>`` and return the leaderboard rows (also saved).
@@ -104,8 +116,10 @@ def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | 
     a long comparison can run in several invocations.
     """
     from seqlab.experiment import Experiment
+    from seqlab.experiment import train as train_run
 
     out, log = Path(out), log or sys.stderr  # sys.stderr at call time (it may be replaced)
+    task = task_of(specs)
     rows = []
     for spec in specs:
         run_dir = out / spec.folder
@@ -113,17 +127,16 @@ def compare(specs: list[Spec], data: DataConfig, train: TrainConfig, out: str | 
             rows.append(read_json(run_dir / "row.json"))
             print(f"{spec.label}: reusing {run_dir}", file=log)
             continue
-        task = models.task_module(models.resolve(spec.model)[0])
         exp = Experiment(model_name=spec.model,
                          model=models.make_config(spec.model, spec.model_overrides), data=data,
                          train=_train_config(train, spec))
         t0 = time.perf_counter()
-        _, corpus, scores = task.train(exp, run_dir, command=command, log=log)
+        _, prepared, scores = train_run(exp, run_dir, command=command, log=log)
         row = leaderboard_row(spec.label, run_dir, scores, time.perf_counter() - t0,
-                              len(corpus.train))
+                              len(prepared.split("train")), task.metric)
         write_json(run_dir / "row.json", row)
         rows.append(row)
-    save_leaderboard(rows, out, data)
+    save_leaderboard(rows, out, data, task)
     return rows
 
 
@@ -134,7 +147,7 @@ def _train_config(train: TrainConfig, spec: Spec) -> TrainConfig:
 
 
 def leaderboard_row(label: str, run_dir: Path, scores: list[Any], wall: float,
-                    train_tokens: int) -> dict[str, Any]:
+                    train_tokens: int, metric: str = "bits_per_token") -> dict[str, Any]:
     """One row, from the protocol's scores and the run folder alone (any family)."""
     by_split = {e.split: e for e in scores}
     eval_seconds = sum(e.seconds for e in scores)
@@ -142,12 +155,12 @@ def leaderboard_row(label: str, run_dir: Path, scores: list[Any], wall: float,
     tokens, steps = _trained_tokens(run_dir, train_tokens)
     tensors, _ = load_tensors(run_dir / "best.safetensors")
     valid, test = by_split.get("valid"), by_split.get("test")
+    value = lambda e: getattr(e, metric) if e is not None else None  # noqa: E731
     return {
-        "model": label,
-        "bits_per_token": (test or valid).bits_per_token if (test or valid) else None,
-        "valid_bits_per_token": valid.bits_per_token if valid else None,
-        "test_bits_per_token": test.bits_per_token if test else None,
-        "test_perplexity": test.perplexity if test else None,
+        "model": label, "metric": metric,
+        metric: value(test or valid), f"valid_{metric}": value(valid),
+        f"test_{metric}": value(test),
+        **({"test_perplexity": test.perplexity} if hasattr(test, "perplexity") else {}),
         "parameters": sum(t.numel() for k, t in tensors.items() if not k.startswith("optim.")),
         "train_seconds": train_seconds, "tokens": tokens, "steps": steps,
         "tokens_per_sec": tokens / train_seconds, "run": str(run_dir),
@@ -179,9 +192,10 @@ def _records(metrics: Path) -> list[dict[str, Any]]:
 
 # --- output -------------------------------------------------------------------------------------
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
-    rule = "|" + "|".join(" --- " if k == "model" else " ---: " for k, _, _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in COLUMNS) + " |" for r in rows]
+    cols = columns(rows[0].get("metric", "bits_per_token") if rows else "bits_per_token")
+    head = "| " + " | ".join(h for _, h, _ in cols) + " |"
+    rule = "|" + "|".join(" --- " if k == "model" else " ---: " for k, _, _ in cols) + "|"
+    body = ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |" for r in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -191,21 +205,31 @@ def _cell(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def save_leaderboard(rows: list[dict[str, Any]], out: Path, data: DataConfig) -> None:
+def ranked(rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
+    """Best first by the task's metric; rows without a score last."""
+    sign = 1 if task.mode == "min" else -1
+    return sorted(rows, key=lambda r: (r.get(task.metric) is None,
+                                       sign * (r.get(task.metric) or 0.0)))
+
+
+def save_leaderboard(rows: list[dict[str, Any]], out: Path, data: Any, task: Task) -> None:
     """leaderboard.json, leaderboard.md (best first) and learning_curves.png in ``out``."""
-    ranked = sorted(rows, key=lambda r: (r["bits_per_token"] is None, r["bits_per_token"]))
-    write_json(out / "leaderboard.json", {"data": to_dict(data), "rows": ranked})
+    best_first = ranked(rows, task)
+    write_json(out / "leaderboard.json", {"task": task.name, "data": to_dict(data),
+                                          "rows": best_first})
+    better = "lower" if task.mode == "min" else "higher"
+    level = f" ({data.level} level)" if hasattr(data, "level") else ""
     with atomic_open(out / "leaderboard.md", "w") as f:
-        f.write(f"Data: `{data.path}` ({data.level} level); lower bits/token is better.\n\n")
-        f.write(markdown(ranked) + "\n\n")
+        f.write(f"Data: `{data.path}`{level}; {better} {task.metric} is better.\n\n")
+        f.write(markdown(best_first) + "\n\n")
         f.write("Parameters: values stored in the best checkpoint. Train time: wall time of "
                 "training, periodic validation included, final scoring excluded; tokens/s = "
                 "train tokens / train time.\n")
-    plot_curves(rows, out / "learning_curves.png")
+    plot_curves(rows, out / "learning_curves.png", task.metric)
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    """Validation and training bits/token against training time, one line per model."""
+def plot_curves(rows: list[dict[str, Any]], path: Path, metric: str = "bits_per_token") -> None:
+    """The validation metric and the training loss against training time, one line per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -219,18 +243,19 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
         clock = _clock(records, row["train_seconds"])
         train = [(clock(r["step"]), _bits(r)) for r in records
                  if r.get("kind") == "train" and "step" in r and _bits(r) is not None]
-        evals = [(clock(r["step"]), r["bits_per_token"]) for r in records
-                 if r.get("kind") == "eval" and "bits_per_token" in r]
+        evals = [(clock(r["step"]), r[metric]) for r in records
+                 if r.get("kind") == "eval" and metric in r]
         if len(evals) > 1:
             ax_v.plot(*zip(*evals, strict=True), marker="o", ms=3, **style)
-        elif row["valid_bits_per_token"] is not None:  # counted, not trained: one value
-            ax_v.axhline(row["valid_bits_per_token"], ls="--", lw=1, **style)
+        elif row.get(f"valid_{metric}") is not None:  # counted, not trained: one value
+            ax_v.axhline(row[f"valid_{metric}"], ls="--", lw=1, **style)
         if train:
             ax_t.plot(*zip(*train, strict=True), lw=1, marker="." if len(train) < 3 else None,
                       **style)
-    for ax, title in ((ax_v, "validation"), (ax_t, "training (running mean)")):
+    for ax, title, unit in ((ax_v, "validation", metric),
+                            (ax_t, "training loss (running mean)", "bits/token")):
         ax.set_xlabel("training time (s)")
-        ax.set_ylabel("bits/token")
+        ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
@@ -268,7 +293,7 @@ def register(subparsers: Any) -> dict[str, Any]:
     c.add_argument("--data", help="training text (default: Python's documentation, built in)")
     c.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
     c.add_argument("--test", help="separate test file (default: a fraction of --data)")
-    c.add_argument("--level", choices=["char", "byte", "word"], help="tokenisation level")
+    c.add_argument("--level", help="tokenisation level, where the task has one (data.level)")
     c.add_argument("--models", required=True,
                    help="comma-separated specs: name[:key=value...], e.g. ngram,lstm:hidden=512")
     c.add_argument("--max-minutes", type=float, help="training budget per model (minutes)")
@@ -297,11 +322,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         train_raw.setdefault("max_steps", args.max_steps or 10**9)  # the clock is the budget
     if args.max_steps is not None:
         train_raw["max_steps"] = args.max_steps
-    data = from_dict(DataConfig, data_raw, prefix="data.")
+    task = task_of(specs)
+    data = from_dict(task.DataConfig, data_raw, prefix="data.")
     train = from_dict(TrainConfig, train_raw, prefix="train.")
     rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv)
-    print(markdown(sorted(rows, key=lambda r: (r["bits_per_token"] is None,
-                                               r["bits_per_token"]))))
+    print(markdown(ranked(rows, task)))
     print(f"leaderboard: {Path(args.out) / 'leaderboard.md'}, curves: "
           f"{Path(args.out) / 'learning_curves.png'}")
     if args.json:

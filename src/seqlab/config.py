@@ -3,12 +3,14 @@
 Every configurable thing in seqlab is a dataclass with a comment on each default. Configs are
 built from plain dicts by `from_dict`, which rejects unknown keys (listing the valid ones),
 checks types, and coerces command-line strings. `apply_overrides` handles minGPT-style dotted
-keys such as ``train.lr=3e-3``.
+keys such as ``train.lr=3e-3``. `check_range` is what each dataclass's ``__post_init__`` uses
+to reject out-of-range and non-finite numbers with a one-line message.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -29,11 +31,14 @@ def field_names(cls: type) -> list[str]:
 
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "") -> T:
     """Build dataclass `cls` from `data`, strictly: unknown keys and wrong types are errors."""
-    data = dict(data or {})
-    if not isinstance(data, dict):
-        raise SeqlabError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):  # before dict(): dict(5) or dict("ab") would raise
+        raise SeqlabError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys to "
+                          f"values, got {_short(data)}")
+    data = dict(data)
     names = field_names(cls)
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be ints or None too
     if unknown:
         where = f" in {prefix.rstrip('.')}" if prefix else ""
         raise SeqlabError(
@@ -45,6 +50,52 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
         return cls(**kwargs)
     except TypeError as e:
         raise SeqlabError(f"{prefix or 'config'}: {e}") from None
+
+
+def check_range(key: str, value: Any, rule: str, *, null: bool = False) -> None:
+    """Raise a one-line `SeqlabError` unless `value` is a finite number obeying `rule`.
+
+    `rule` is what the message says: ``"> 0"``, ``">= 1"``, ``"<= 4294967295"``, ``"in [0, 1)"``,
+    ``"in (0, 1]"``, or ``"finite"`` for any finite number. With `null`, None is accepted too.
+    NaN fails every rule (comparisons with NaN are false), and so does an infinity, since an
+    infinite learning rate, clip or tolerance is never what was meant.
+    """
+    if value is None and null:
+        return
+    if _obeys(value, rule):
+        return
+    finite = "" if rule == "finite" or _is_finite(value) else "finite and "
+    raise SeqlabError(f"{key} must be {finite}{rule}{' or null' if null else ''}, got "
+                      f"{_short(value)}")
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _obeys(value: Any, rule: str) -> bool:
+    if not _is_finite(value):
+        return False
+    if rule == "finite":
+        return True
+    if rule.startswith("in "):  # an interval: "in [lo, hi)" and the like
+        lo, hi = (_number(x) for x in rule[4:-1].split(","))
+        above = lo < value if rule[3] == "(" else lo <= value
+        return above and (value < hi if rule[-1] == ")" else value <= hi)
+    op, bound = rule.split()
+    b = _number(bound)
+    return {">": value > b, ">=": value >= b, "<": value < b, "<=": value <= b}[op]
+
+
+def _number(text: str) -> float:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to one short line, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -76,16 +127,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except SeqlabError as e:
                 errors.append(str(e))
-        raise SeqlabError(errors[0] if errors else f"{key}: got {value!r}")
+        raise SeqlabError(errors[0] if errors else f"{key}: got {_short(value)}")
     if origin is Literal:
         if value in args:
             return value
-        raise SeqlabError(f"{key}: expected one of {', '.join(map(str, args))}; got {value!r}")
+        raise SeqlabError(f"{key}: expected one of {', '.join(map(str, args))}; got "
+                          f"{_short(value)}")
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, Sequence):
-            raise SeqlabError(f"{key}: expected a list, got {value!r}")
+            raise SeqlabError(f"{key}: expected a list, got {_short(value)}")
         inner = args[0] if args else Any
         items = [_coerce(v, inner, key) for v in value]
         return tuple(items) if origin is tuple else items
@@ -107,13 +159,16 @@ def _coerce_scalar(value: Any, tp: type, key: str) -> Any:
             return int(value)
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int with hundreds of digits
+                return math.copysign(math.inf, value)
     elif tp is str:
         if isinstance(value, str):
             return value
     else:
         return value
-    raise SeqlabError(f"{key}: expected {tp.__name__}, got {value!r}")
+    raise SeqlabError(f"{key}: expected {tp.__name__}, got {_short(value)}")
 
 
 def parse_value(text: str) -> Any:
@@ -147,6 +202,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise SeqlabError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    for section, value in data.items():  # e.g. `model: 5`
+        if value is not None and not isinstance(value, dict):
+            raise SeqlabError(f"{path}: expected section {section} to be a mapping of keys to "
+                              f"values, got {_short(value)}")
     return data
 
 
@@ -154,9 +213,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     """Apply ``section.key=value`` overrides to a nested dict (in place, returned)."""
     for item in overrides:
         key, sep, raw = item.removeprefix("--").partition("=")
-        if not sep or not key:
-            raise SeqlabError(f"expected an override of the form section.key=value, got {item!r}")
         *parents, leaf = key.split(".")
+        # A bare `train=5` would replace the whole section with a string.
+        if not sep or not parents or not all((*parents, leaf)):
+            raise SeqlabError(f"expected an override of the form section.key=value, got "
+                              f"{_short(item)}")
         node = data
         for p in parents:
             node = node.setdefault(p, {})

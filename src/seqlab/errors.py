@@ -13,7 +13,12 @@ class SeqlabError(ValueError):
 
 
 class TrainingDiverged(SeqlabError):
-    """The loss became NaN or Inf; the last good checkpoint was left untouched."""
+    """The loss, gradients, weights or validation score became non-finite or hopeless; no
+    checkpoint holding the bad values was written."""
+
+
+class TrainingInterrupted(SeqlabError):
+    """Ctrl-C: the run finished its step, saved a checkpoint and stopped (exit status 130)."""
 
 
 def describe(values: object, limit: int = 8) -> str:

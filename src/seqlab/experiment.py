@@ -1,29 +1,34 @@
-"""Library calls behind the CLI: resolve a config, train into a run folder, reload, evaluate.
+"""The generic pipeline behind the CLI, `seqlab compare` and the Python API.
 
-The CLI only parses arguments and calls these; so do `seqlab.compare` and the demo.
+One path for every task and family: resolve a config, let the task read and check its data
+(before anything is written), open the run folder, build the model, fit it (the generic
+`Trainer` for torch models, the family's own ``fit`` for counting and EM models), and score the
+best checkpoint with the task's metrics. The pipeline, not the family, owns the run folder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from seqlab import models
+from seqlab import models, tasks
 from seqlab.config import from_dict, to_dict
-from seqlab.data.corpus import Corpus, DataConfig, encode_for_eval, prepare
-from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
-from seqlab.evaluate import Evaluation, evaluate
 from seqlab.io import FORMAT_VERSION, read_json, write_json
 from seqlab.run import Run
 from seqlab.sampling import SampleConfig
-from seqlab.train import Callback, TrainConfig
+from seqlab.tasks.base import Scored, Task, TaskData, Trainable
+from seqlab.train import Callback, TrainConfig, Trainer
 
 SECTIONS = ("model", "data", "train", "sample")
 # Keys that may change when a run is resumed: budgets and cosmetics, nothing that alters results
@@ -38,25 +43,36 @@ class Experiment:
 
     model_name: str
     model: Any  # the family's Config dataclass
-    data: Any = field(default_factory=DataConfig)  # the task's DataConfig
+    data: Any  # the task's DataConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    @property
+    def task(self) -> Task:
+        return tasks.for_model(self.model_name)
+
     def to_json(self) -> dict[str, Any]:
-        return {"model": {"name": self.model_name, **to_dict(self.model)},
+        return {"task": self.task.name, "model": {"name": self.model_name, **to_dict(self.model)},
                 "data": to_dict(self.data), "train": to_dict(self.train),
                 "sample": to_dict(self.sample)}
 
 
 def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
     """Build an `Experiment` from nested dicts (config file + overrides); strict on keys."""
-    unknown = sorted(set(raw) - set(SECTIONS))
+    unknown = sorted(set(raw) - {*SECTIONS, "task"})
     if unknown:
         raise SeqlabError(f"unknown config key {unknown[0]}; valid top-level keys: "
                           f"{', '.join(SECTIONS)}")
+    for section in SECTIONS:
+        if not isinstance(raw.get(section) or {}, dict):
+            raise SeqlabError(f"{section}: expected a section of key: value pairs, got "
+                              f"{raw[section]!r}")
     model_raw = dict(raw.get("model") or {})
     name = str(model_raw.pop("name", default_model))
-    task = models.task_module(models.resolve(name)[0])
+    task = tasks.for_model(name)
+    if raw.get("task") not in (None, task.name):
+        raise SeqlabError(f"task: model {name} belongs to the {task.name} task, got "
+                          f"task {raw['task']!r}")
     return Experiment(
         model_name=name,
         model=models.make_config(name, model_raw),
@@ -77,54 +93,131 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def open_run(exp: Experiment, out: str | Path, *, resume: bool = False,
-             command: list[str] | None = None) -> Run:
-    """Create the run folder (or check that --resume continues the same run)."""
-    out = Path(out)
-    stored_path = out / "config.json"
-    if stored_path.exists():
-        stored = read_json(stored_path)
-        if not resume:
-            raise SeqlabError(
-                f"{out} already holds a run (model {stored.get('model', {}).get('name', '?')}); "
-                "pass --resume to continue it, or choose another --out")
-        # Resolve the stored config too, so keys added to seqlab since it was written compare
-        # by their defaults.
-        then = resolve({s: stored.get(s, {}) for s in SECTIONS}).to_json()
-        old, new = (_flatten({s: cfg[s] for s in SECTIONS[:3]}) for cfg in (then, exp.to_json()))
-        changed = sorted(k for k in old.keys() | new.keys()
-                         if k not in RESUMABLE and old.get(k) != new.get(k))
-        if changed:
-            k = changed[0]
-            raise SeqlabError(f"{out} holds a different run: {k} is {old.get(k)!r} there, "
-                              f"{new.get(k)!r} now; only train.max_steps/max_minutes may change "
-                              "on --resume")
-    elif resume:
-        raise SeqlabError(f"{out}: expected a run folder to resume, got no config.json there")
-    elif out.exists() and any(out.iterdir()):
-        raise SeqlabError(f"{out} exists and is not a seqlab run folder; choose another --out")
+def _stored_config(out: Path) -> dict[str, Any]:
+    stored = read_json(out / "config.json")
+    if not isinstance(stored, dict):
+        raise SeqlabError(f"{out / 'config.json'}: expected a JSON object, got "
+                          f"{type(stored).__name__}")
+    return stored
+
+
+def check_out(exp: Experiment, out: Path, resume: bool) -> None:
+    """Check that `out` can take this run, writing nothing: a new folder (or an empty one), or
+    with --resume the same run, with a checkpoint to continue from."""
+    if out.exists() and not out.is_dir():
+        raise SeqlabError(f"{out}: expected a run folder, got an existing file; choose another "
+                          "--out")
+    if not (out / "config.json").exists():
+        if resume:
+            raise SeqlabError(f"{out}: expected a run folder to resume, got no config.json there")
+        if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+            raise SeqlabError(f"{out} exists and is not a seqlab run folder; choose another "
+                              "--out")
+        return
+    stored = _stored_config(out)
+    if not resume:
+        raise SeqlabError(
+            f"{out} already holds a run (model {stored.get('model', {}).get('name', '?')}); "
+            "pass --resume to continue it, or choose another --out")
+    # Resolve the stored config too, so keys added to seqlab since it was written compare by
+    # their defaults.
+    then = resolve({s: stored.get(s, {}) for s in SECTIONS}).to_json()
+    old, new = (_flatten({s: cfg[s] for s in SECTIONS[:3]}) for cfg in (then, exp.to_json()))
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if k not in RESUMABLE and old.get(k) != new.get(k))
+    if changed:
+        k = changed[0]
+        raise SeqlabError(f"{out} holds a different run: {k} is {old.get(k)!r} there, "
+                          f"{new.get(k)!r} now; only train.max_steps/max_minutes may change "
+                          "on --resume")
+    if not (out / "last.safetensors").exists():
+        raise SeqlabError(f"{out}: expected last.safetensors to resume from, found none (a "
+                          "counting or EM model finishes in one call: there is nothing to resume)")
+
+
+@contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on run folder `out` (created if needed) while training, so a
+    second process gets a one-line error instead of interleaving checkpoints and metrics."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(stored_path, {"format_version": FORMAT_VERSION, **exp.to_json(),
-                             "command": command or []})
-    return Run(train=exp.train, dir=out, resume=resume)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SeqlabError(f"{out} is in use by another seqlab process; wait for it to "
+                              "finish or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def train(exp: Experiment, out: str | Path, *, resume: bool = False,
           callbacks: list[Callback] | None = None, command: list[str] | None = None,
-          log: Any = None) -> tuple[Any, Corpus, list[Evaluation]]:
-    """Train `exp` into run folder `out`; return the best model, the data and final scores."""
-    run = open_run(exp, out, resume=resume, command=command)
-    run.callbacks = list(callbacks or [])
-    vocab_path = run.dir / "vocab.json"
-    vocab = Vocab.load(vocab_path) if resume and vocab_path.exists() else None
-    corpus = prepare(exp.data, run.dir / "data", vocab=vocab)
-    corpus.vocab.save(run.dir / "vocab.json")
-    model = build_seeded(exp, corpus.vocab)
-    print(f"training {exp.model_name} on {len(corpus.train):,} {exp.data.level} tokens "
-          f"(vocabulary {len(corpus.vocab)}) into {run.dir}", file=log or sys.stderr)
-    model.fit(corpus.train, valid=corpus.valid, run=run)
-    best, scores = score_best(exp, run, corpus, evaluate)
-    return best, corpus, scores
+          log: Any = None) -> tuple[Any, TaskData, list[Scored]]:
+    """Train `exp` into run folder `out`; return the best model, the data and final scores.
+
+    The data is read and checked before the run folder is created, so bad input leaves
+    nothing behind and the same ``--out`` works on the next try.
+    """
+    out, task = Path(out), exp.task
+    check_out(exp, out, resume)
+    created = not out.exists()
+    try:
+        with _workdir(out) as workdir:
+            vocab = task.load_vocab(out / "vocab.json") if resume else None
+            data = task.prepare(exp.data, workdir, vocab, exp.model)
+            with locked(out):
+                check_out(exp, out, resume)  # again, under the lock
+                if workdir != out / "data":
+                    os.replace(workdir, out / "data")
+                run = _open_run(exp, out, resume, command, callbacks)
+                task.save_vocab(data.vocab, out / "vocab.json")
+                model = build_seeded(exp, data.vocab)
+                print(f"training {exp.model_name} on {task.describe_data(data)} into {out}",
+                      file=log or sys.stderr)
+                fit(task, model, data, run, exp.data)
+                best, scores = score_best(task, exp.model_name, run, data)
+    except BaseException:
+        if created and not (out / "config.json").exists():
+            shutil.rmtree(out, ignore_errors=True)  # nothing of a run was written: leave no trace
+        raise
+    return best, data, scores
+
+
+@contextmanager
+def _workdir(out: Path) -> Iterator[Path]:
+    """Where the task may cache prepared data: the run's own ``data/`` on resume, else a
+    temporary sibling that becomes ``data/`` once the run folder exists."""
+    if (out / "config.json").exists():
+        yield out / "data"
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.data-"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became data/
+
+
+def _open_run(exp: Experiment, out: Path, resume: bool, command: list[str] | None,
+              callbacks: list[Callback] | None) -> Run:
+    write_json(out / "config.json", {"format_version": FORMAT_VERSION, **exp.to_json(),
+                                     "command": command or []})
+    return Run(train=exp.train, dir=out, resume=resume, callbacks=list(callbacks or []))
+
+
+def fit(task: Task, model: Any, data: TaskData, run: Run, data_cfg: Any) -> None:
+    """Fit `model` on the task's training split: torch models through the generic trainer,
+    counting and EM models through their own ``fit``; the best model ends in the run folder."""
+    if isinstance(model, Trainable):
+        trainer = Trainer(run, metric=task.metric, mode=task.mode)
+        trainer.fit(model, task.batches(data, data_cfg, run.train), task.validate(model, data))
+        return
+    X, lengths, valid = task.estimator_inputs(data)
+    model.fit(X, lengths, valid=valid, run=run)
+    if run.best_path is not None:
+        model.save(run.best_path)  # a fitted estimator has no "last": it is the best
 
 
 def build_seeded(exp: Experiment, vocab: Any) -> Any:
@@ -133,34 +226,24 @@ def build_seeded(exp: Experiment, vocab: Any) -> Any:
     return models.build(exp.model_name, vocab, to_dict(exp.model))
 
 
-def score_best(exp: Experiment, run: Run, data: Any,
-               evaluate_fn: Callable[..., Any]) -> tuple[Any, list[Any]]:
+def score_best(task: Task, name: str, run: Run, data: TaskData) -> tuple[Any, list[Scored]]:
     """Reload the run's best checkpoint and score it on the valid and test splits (logged)."""
+    assert run.best_path is not None
     best = models.load(run.best_path)
-    best.name = exp.model_name
-    scores = [evaluate_fn(best, data.split(s), split=s, name=exp.model_name)
+    best.name = name
+    scores = [task.evaluate(best, data.split(s), split_name=s, name=name)
               for s in ("valid", "test") if len(data.split(s))]
     for e in scores:
         run.log({"kind": "final", **e.as_dict()})
     return best, scores
 
 
-def task_for_run(run_dir: str | Path) -> Any:
-    """The task module (see `seqlab.models.TASKS`) that made a run folder or checkpoint."""
-    path = Path(run_dir)
-    if path.is_dir() and (path / "config.json").exists():
-        name = read_json(path / "config.json").get("model", {}).get("name", "")
-        return models.task_module(models.resolve(name)[0])
-    model, _ = load_run(path)
-    return models.task_module(type(model))
-
-
+# --- reloading -------------------------------------------------------------------------------
 def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """The best model of a run folder (or a checkpoint file) and its stored config."""
     path = Path(run_dir)
     if path.is_file():
-        model = models.load(path)
-        return model, {}
+        return models.load(path), {}
     if not path.is_dir():
         raise SeqlabError(f"{path}: run folder not found")
     ckpt = path / "best.safetensors"
@@ -168,27 +251,49 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
         ckpt = path / "last.safetensors"
     if not ckpt.exists():
         raise SeqlabError(f"{path}: expected a run folder with best.safetensors, found none")
-    config = read_json(path / "config.json") if (path / "config.json").exists() else {}
+    config = _stored_config(path) if (path / "config.json").exists() else {}
     model = models.load(ckpt)
-    model.name = config.get("model", {}).get("name", model.name)
+    name = config.get("model", {}).get("name")
+    if name is not None:
+        cls, _ = models.resolve(name)
+        if not isinstance(model, cls):
+            raise SeqlabError(f"{ckpt}: expected a {cls.family} checkpoint for the run's model "
+                              f"{name}, got a {model.family} checkpoint")
+        model.name = name
     return model, config
 
 
+def task_of(model: Any, config: dict[str, Any]) -> Task:
+    """The task that made a run: from its config, else from the checkpoint's model name or
+    family."""
+    name = config.get("model", {}).get("name") or getattr(model, "name", "")
+    if name in tasks.model_table():
+        return tasks.for_model(name)
+    return tasks.for_family(model.family)
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test"
-                 ) -> Evaluation:
-    """Score a trained run on a split of its own data, or on another file (`data`)."""
+                 ) -> Scored:
+    """Score a trained run with its task's metrics, on a split of its own data or on `data`."""
     model, config = load_run(run_dir)
+    task = task_of(model, config)
+    name = model.name or model.family
     if data is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            ids = encode_for_eval(data, model.vocab, tmp)
-            result = evaluate(model, ids, split=data)
-            del ids
-            return result
+            examples = task.read_eval_file(model, data, Path(tmp))
+            return task.evaluate(model, examples, split_name=data, name=name)
     if not config:
         raise SeqlabError(f"{run_dir}: a bare checkpoint has no data of its own; pass --data")
-    cfg = from_dict(DataConfig, config["data"], prefix="data.")
-    corpus = prepare(cfg, Path(run_dir) / "data", vocab=model.vocab)
-    ids = corpus.split(split)
-    if len(ids) == 0:
+    cfg = from_dict(task.DataConfig, config["data"], prefix="data.")
+    examples = task.prepare(cfg, Path(run_dir) / "data", getattr(model, "vocab", None),
+                            model.config)
+    examples = examples.split(split)
+    if len(examples) == 0:
         raise SeqlabError(f"{run_dir}: the {split} split is empty; pass --split or --data")
-    return evaluate(model, ids, split=split)
+    return task.evaluate(model, examples, split_name=split, name=name)
+
+
+def predict_run(run_dir: str | Path, inputs: list[str], **options: Any) -> list[Any]:
+    """The task's predictions for raw inputs (continuations, translations, tags...)."""
+    model, config = load_run(run_dir)
+    return task_of(model, config).predict(model, inputs, **options)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqlab.errors import SeqlabError
+from seqlab.config import check_range
 from seqlab.protocol import LanguageModel
 
 
@@ -29,17 +29,18 @@ class SampleConfig:
     prompt: str = ""  # text to continue; empty starts after an end-of-line
 
     def __post_init__(self) -> None:
-        if self.length < 0 or self.num_samples < 1:
-            raise SeqlabError(
-                f"sample.length must be >= 0 and sample.num_samples >= 1, got {self.length} and "
-                f"{self.num_samples}"
-            )
-        if self.temperature < 0:
-            raise SeqlabError(f"sample.temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise SeqlabError(f"sample.top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise SeqlabError(f"sample.top_p must be in (0, 1], got {self.top_p}")
+        check_sampling(self.temperature, self.top_k, self.top_p, prefix="sample.")
+        check_range("sample.length", self.length, ">= 0")
+        check_range("sample.num_samples", self.num_samples, ">= 1")
+        check_range("sample.seed", self.seed, f"in [0, {2**64 - 1}]")  # torch.Generator's range
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, *,
+                   prefix: str) -> None:
+    """The checks shared with seq2seq decoding; `prefix` names the section in messages."""
+    check_range(f"{prefix}temperature", temperature, ">= 0")  # 0 means greedy
+    check_range(f"{prefix}top_k", top_k, ">= 1", null=True)
+    check_range(f"{prefix}top_p", top_p, "in (0, 1]", null=True)
 
 
 def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -85,6 +86,10 @@ class TaskBatcher:
         self.index += self.B
         return (self.x[s], self.y[s]), True
 
+    @property
+    def batch_size(self) -> int:
+        return self.B
+
     def next_epoch(self) -> int:
         return self.epoch + (self.index + self.B > len(self.x))
 
@@ -94,5 +99,5 @@ class TaskBatcher:
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}
 
-    def load_state_dict(self, d: dict[str, int]) -> None:
+    def load_state_dict(self, d: Mapping[str, int]) -> None:
         self.epoch, self.index = int(d["epoch"]), int(d["index"])

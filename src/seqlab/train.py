@@ -1,10 +1,8 @@
 """One generic training loop for every neural family.
 
-The trainer knows nothing about model families. It needs a model with
-``configure_optimizer(cfg)``, ``initial_state(batch_size)``,
-``training_loss(batch, state) -> (mean loss in nats, state)`` and ``checkpoint()`` /
-``load_checkpoint()``; a batch source with ``next()`` and a JSON ``state_dict``; and an
-``evaluate()`` callable returning metrics with ``bits_per_token``.
+The trainer knows nothing about model families or tasks. It is handed a `Trainable` model, a
+`BatchSource` and a validation callable returning the task's named metrics, plus the name of the
+metric that selects the best checkpoint (all declared in `seqlab.tasks.base`).
 
 Each step runs in the same order (after nanoGPT): set the learning rate, evaluate and checkpoint
 when due, read a batch, forward, backward, clip, optimizer step, ``zero_grad``, log. A resumed run
@@ -24,16 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from seqlab.errors import SeqlabError, TrainingDiverged
+from seqlab.config import check_range
+from seqlab.errors import SeqlabError, TrainingDiverged, TrainingInterrupted
 from seqlab.io import load_tensors, save_tensors
 from seqlab.precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
     from seqlab.run import Run
+    from seqlab.tasks.base import BatchSource, Metrics, Trainable
 
 
 @dataclass
@@ -58,8 +57,9 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget for this invocation
     stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
     eval_interval: int = 200  # full validation pass every N steps (and at the end)
-    select_metric: str = "bits_per_token"  # validation metric that picks best.safetensors
-    select_mode: Literal["min", "max"] = "min"  # "max" for exact_match, bleu, accuracy
+    select_metric: str | None = None  # validation metric that picks best.safetensors; None:
+    # the task's own (bits_per_token for language models, exact_match for seq2seq, ...)
+    select_mode: Literal["min", "max"] | None = None  # None: the task's ("max" for accuracy)
     clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
     seed: int = 1337
@@ -70,19 +70,30 @@ class TrainConfig:
     progress: bool = True  # show a progress bar on stderr
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len", "max_steps", "eval_interval", "log_interval"):
-            if getattr(self, name) < 1:
-                raise SeqlabError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.min_lr < 0:
-            raise SeqlabError("train.lr must be > 0 and train.min_lr >= 0, got "
-                              f"{self.lr} and {self.min_lr}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise SeqlabError(f"train.max_minutes must be > 0, got {self.max_minutes}")
-        if not 0 < self.decay_factor <= 1 or self.decay_start < 0:
-            raise SeqlabError("train.decay_factor must be in (0, 1] and train.decay_start >= 0, "
-                              f"got {self.decay_factor} and {self.decay_start}")
+        for name, rule in _TRAIN_RULES.items():
+            check_range(f"train.{name}", getattr(self, name), rule)
+        for name, rule in _TRAIN_NULLABLE_RULES.items():
+            check_range(f"train.{name}", getattr(self, name), rule, null=True)
+        if self.min_lr > self.lr:  # the cosine would climb from lr up to min_lr
+            raise SeqlabError(f"train.min_lr must be <= train.lr ({self.lr}), got {self.min_lr}")
         if self.precision == "bf16":
             resolve_precision("bf16")  # fail here, before a run folder exists, not at step 1
+
+
+# What every TrainConfig number must obey (see `check_range`). A negative clip would flip the
+# gradients into ascent; betas of 1 or more make Adam's moment estimates diverge; hmmlearn and
+# NumPy's legacy generator take seeds below 2**32; torch would try to start any number of threads.
+_TRAIN_RULES = {
+    "batch_size": ">= 1", "seq_len": ">= 1", "max_steps": ">= 1", "eval_interval": ">= 1",
+    "log_interval": ">= 1", "lr": "> 0", "min_lr": ">= 0", "weight_decay": ">= 0",
+    "beta1": "in [0, 1)", "beta2": "in [0, 1)", "warmup_steps": ">= 0", "decay_start": ">= 0",
+    "decay_factor": "in (0, 1]", "plateau_factor": "in (0, 1]", "plateau_patience": ">= 0",
+    "seed": f"in [0, {2**32 - 1}]",
+}
+_TRAIN_NULLABLE_RULES = {  # None switches these off
+    "max_minutes": "> 0", "stop_at_step": ">= 0", "clip_norm": "> 0", "clip_value": "> 0",
+    "threads": "in [1, 1024]",
+}
 
 
 class Callback:
@@ -93,69 +104,6 @@ class Callback:
 
     def on_backward(self, model: torch.nn.Module, step: int) -> None:
         """After ``loss.backward()``, before clipping: gradients are available."""
-
-
-# --- batches -------------------------------------------------------------------------------
-class StreamBatcher:
-    """Truncated-BPTT batches from one long token stream.
-
-    The stream is cut into B contiguous rows, and step i reads window i of every row, so row b
-    of consecutive batches continues the same text and the hidden state can be carried over::
-
-        data (after a per-epoch offset o < T):  a b c d e f g h i j k l m n o p q r ...
-        B = 2, T = 3:
-            row 0: a b c d e f g h i     batch 0: x = [a b c]  y = [b c d]
-            row 1: j k l m n o p q r              x = [j k l]  y = [k l m]
-                                         batch 1: x = [d e f]  y = [e f g]
-                                                  x = [m n o]  y = [n o p]
-
-    Targets are inputs shifted by one. A new epoch draws a new offset (from seed and epoch
-    alone, so the position is two integers) and starts with a fresh hidden state.
-    """
-
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> None:
-        self.data, self.B, self.T, self.seed = data, batch_size, seq_len, seed
-        self.epoch, self.window = 0, 0
-        if self.windows_per_epoch(0) < 1:
-            raise SeqlabError(
-                f"the training split has {len(data)} tokens; batch_size x (seq_len + 1) = "
-                f"{batch_size} x {seq_len + 1} needs at least {batch_size * (seq_len + 1) * 2}; "
-                "lower train.batch_size or train.seq_len"
-            )
-
-    def _offset(self, epoch: int) -> int:
-        return 0 if epoch == 0 else int(np.random.default_rng([self.seed, epoch]).integers(self.T))
-
-    def _row_len(self, epoch: int) -> int:
-        return (len(self.data) - self._offset(epoch)) // self.B
-
-    def next_epoch(self) -> int:
-        """The epoch the next batch belongs to (the step schedule decays by epoch)."""
-        return self.epoch + (self.window >= self.windows_per_epoch(self.epoch))
-
-    def windows_per_epoch(self, epoch: int) -> int:
-        return (self._row_len(epoch) - 1) // self.T
-
-    def next(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
-        """The next (x, y) batch, each (B, T), and whether it starts a new epoch."""
-        if self.window >= self.windows_per_epoch(self.epoch):
-            self.epoch, self.window = self.epoch + 1, 0
-        start = self._offset(self.epoch) + self.window * self.T
-        rows = start + self._row_len(self.epoch) * np.arange(self.B)
-        idx = rows[:, None] + np.arange(self.T + 1)  # (B, T+1)
-        xy = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
-        fresh = self.window == 0
-        self.window += 1
-        return (xy[:, :-1], xy[:, 1:]), fresh
-
-    def tokens_per_batch(self) -> int:
-        return self.B * self.T
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "window": self.window}
-
-    def load_state_dict(self, d: dict[str, int]) -> None:
-        self.epoch, self.window = int(d["epoch"]), int(d["window"])
 
 
 # --- learning-rate schedule ----------------------------------------------------------------
@@ -222,30 +170,46 @@ def detach(state: Any) -> Any:
     return type(state)(detach(s) for s in state)
 
 
-class Trainer:
-    """Runs the loop; see the module docstring for what it needs from a model."""
+@dataclass
+class _Window:
+    """Training figures accumulated between two log records."""
 
-    def __init__(self, run: Run) -> None:
+    seconds: float = 0.0
+    tokens: int = 0
+    loss: float = 0.0
+    steps: int = 0
+    grad_norm: float = 0.0
+
+
+class Trainer:
+    """Runs the loop for any `Trainable` model over any `BatchSource`.
+
+    `validate` returns the task's named metrics; `metric` and `mode` say which one selects
+    ``best.safetensors`` (``train.select_metric``/``select_mode`` override them).
+    """
+
+    def __init__(self, run: Run, *, metric: str = "bits_per_token", mode: str = "min") -> None:
         self.run = run
         self.cfg = run.train
+        self.metric = self.cfg.select_metric or metric
+        self.mode = self.cfg.select_mode or mode
 
-    def fit(self, model: Any, batches: StreamBatcher,
-            evaluate: Callable[[], dict[str, float]] | None) -> Progress:
+    def fit(self, model: Trainable, batches: BatchSource,
+            validate: Callable[[], Metrics] | None) -> Progress:
         cfg, run = self.cfg, self.run
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.precision = resolve_precision(cfg.precision)
         opt = model.configure_optimizer(cfg)
         sched = Schedule(cfg)
-        self._validates = evaluate is not None
+        self._validates = validate is not None
         prog, state = Progress(), None
         if run.resume and run.last_path is not None and run.last_path.exists():
             prog, state = self._restore(model, opt, sched, batches)
             run.truncate_metrics(prog.step)
         else:
             torch.manual_seed(cfg.seed)
-        t0 = time.monotonic()
-        train_time, window_tokens, window_loss, window_n = 0.0, 0, 0.0, 0
+        t0, window = time.monotonic(), _Window()
         # A bar only on a terminal: in a log file its redraws are noise; evaluations still print.
         bar = tqdm(total=None if cfg.max_minutes else cfg.max_steps, initial=prog.step,
                    disable=not (cfg.progress and sys.stderr.isatty()), unit="step",
@@ -258,7 +222,7 @@ class Trainer:
                 done = prog.step >= cfg.max_steps or stop or out_of_time or interrupted()
                 due = prog.step % cfg.eval_interval == 0 and prog.step > 0
                 if (due or done) and prog.last_eval_step != prog.step:
-                    self._evaluate(model, evaluate, prog, sched if due else None, bar)
+                    self._evaluate(model, validate, prog, sched if due else None, bar)
                     self._checkpoint(model, opt, sched, batches, prog, state)
                 if done:
                     break
@@ -269,90 +233,104 @@ class Trainer:
                 lr = sched.lr(prog.step, progress, epoch)
                 for group in opt.param_groups:
                     group["lr"] = lr
-
-                ts = time.perf_counter()
-                batch, fresh = batches.next()
-                fresh = fresh or state is None
-                state = model.initial_state(cfg.batch_size) if fresh else detach(state)
-                model.train()
-                with autocast(self.precision):
-                    loss, state = model.training_loss(batch, state)
-                loss_value = loss.item()
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(self._diverged_message(loss_value, prog))
-                loss.backward()
-                for cb in run.callbacks:
-                    cb.on_backward(model, prog.step)
-                grad_norm = _clip(model, cfg)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                train_time += time.perf_counter() - ts
-
-                prog.step += 1
-                n_tok = batches.tokens_per_batch()
-                prog.tokens += n_tok
-                window_tokens += n_tok
-                window_loss += loss_value
-                window_n += 1
+                state = self._step(model, opt, batches, prog, state, window)
                 bar.update(1)
                 if prog.step % cfg.log_interval == 0:
-                    rec = _train_record(prog, window_loss / window_n, lr, grad_norm,
-                                        window_tokens / max(train_time, 1e-9), elapsed)
-                    run.log(rec)
-                    bar.set_postfix(tok_s=f"{rec['tokens_per_sec']:.0f}", loss=f"{rec['loss']:.3f}",
-                                    bpt=f"{rec['bits_per_token']:.3f}")
-                    train_time, window_tokens, window_loss, window_n = 0.0, 0, 0.0, 0
+                    self._log(prog, window, lr, elapsed, bar)
+                    window = _Window()
+        if interrupted():
+            raise TrainingInterrupted(f"interrupted at step {prog.step}, saved"
+                                      + (f" to {run.dir}" if run.dir else ""))
         return prog
 
+    def _step(self, model: Trainable, opt: torch.optim.Optimizer, batches: BatchSource,
+              prog: Progress, state: Any, window: _Window) -> Any:
+        """One optimizer step: batch, forward, backward, clip, update; returns the new state."""
+        ts = time.perf_counter()
+        batch, fresh = batches.next()
+        fresh = fresh or state is None
+        state = model.initial_state(batches.batch_size) if fresh else detach(state)
+        model.train()
+        with autocast(self.precision):
+            loss, state = model.training_loss(batch, state)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingDiverged(self._diverged_message(f"the loss became {loss_value}", prog))
+        loss.backward()
+        for cb in self.run.callbacks:
+            cb.on_backward(model, prog.step)  # type: ignore[arg-type]
+        window.grad_norm = _clip(model, self.cfg)
+        if not math.isfinite(window.grad_norm):
+            # An infinite gradient would write inf/NaN into the weights: stop before the update.
+            raise TrainingDiverged(self._diverged_message(
+                f"the gradient norm became {window.grad_norm}", prog))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        n_tok = batches.tokens_per_batch()
+        prog.step += 1
+        prog.tokens += n_tok
+        window.seconds += time.perf_counter() - ts
+        window.tokens += n_tok
+        window.loss += loss_value
+        window.steps += 1
+        return state
+
+    def _log(self, prog: Progress, w: _Window, lr: float, elapsed: float, bar: tqdm) -> None:
+        rec = _train_record(prog, w.loss / w.steps, lr, w.grad_norm,
+                            w.tokens / max(w.seconds, 1e-9), elapsed)
+        self.run.log(rec)
+        bar.set_postfix(tok_s=f"{rec['tokens_per_sec']:.0f}", loss=f"{rec['loss']:.3f}")
+
     # --- evaluation and checkpoints --------------------------------------------------------
-    def _evaluate(self, model: Any, evaluate: Callable[[], dict[str, float]] | None,
+    def _evaluate(self, model: Trainable, validate: Callable[[], Metrics] | None,
                   prog: Progress, sched: Schedule | None, bar: tqdm) -> None:
         """Validate, keep the best weights, and (on regular intervals only) feed the plateau
         schedule, so stopping and resuming at an arbitrary step changes no decision."""
         prog.last_eval_step = prog.step
-        if evaluate is None:
+        if validate is None:
             return
-        metrics = evaluate()
-        bpt = metrics["bits_per_token"]
-        if sched is not None:
-            sched.on_eval(bpt)
-        if self.cfg.select_metric not in metrics:
-            raise SeqlabError(f"train.select_metric is {self.cfg.select_metric!r}; this model's "
+        metrics = validate()
+        if self.metric not in metrics:
+            raise SeqlabError(f"train.select_metric is {self.metric!r}; this model's "
                               f"validation reports {', '.join(metrics)}")
-        score = metrics[self.cfg.select_metric] * (1 if self.cfg.select_mode == "min" else -1)
+        sign = 1 if self.mode == "min" else -1
+        score = metrics[self.metric] * sign
+        if not math.isfinite(score):
+            raise TrainingDiverged(self._diverged_message(
+                f"the validation {self.metric} became {metrics[self.metric]}", prog))
+        if sched is not None:
+            sched.on_eval(score)
         improved = score < prog.best
         if improved:
             prog.best, prog.best_step = score, prog.step
             if self.run.best_path is not None:
-                save_tensors(self.run.best_path, *model.checkpoint())
+                save_tensors(self.run.best_path, *_finite_checkpoint(model))
         self.run.log({"kind": "eval", "step": prog.step, "split": "valid", **metrics})
-        bar.write(f"step {prog.step}: valid {bpt:.4f} bits/token" + (" (best)" if improved else ""),
-                  file=sys.stderr)
+        bar.write(f"step {prog.step}: valid {self.metric} {metrics[self.metric]:.4f}"
+                  + (" (best)" if improved else ""), file=sys.stderr)
 
-    def _checkpoint(self, model: Any, opt: torch.optim.Optimizer, sched: Schedule,
-                    batches: StreamBatcher, prog: Progress, state: Any) -> None:
+    def _checkpoint(self, model: Trainable, opt: torch.optim.Optimizer, sched: Schedule,
+                    batches: BatchSource, prog: Progress, state: Any) -> None:
         run = self.run
         if run.last_path is None:
             return
-        tensors, meta = model.checkpoint()
+        tensors, meta = _finite_checkpoint(model)
         tensors = dict(tensors)
         opt_tensors, opt_meta = _flatten_optimizer(opt.state_dict())
         tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
-        is_tensor = isinstance(state, torch.Tensor)
-        hidden = [] if state is None else [state] if is_tensor else list(state)
+        hidden = [] if state is None else model.state_tensors(state)
         tensors.update({f"hidden.{i}": h.detach() for i, h in enumerate(hidden)})
         tensors["rng.torch"] = torch.get_rng_state()
         meta = {**meta, "trainer": {
             "progress": vars(prog), "schedule": sched.state_dict(), "batches": batches.state_dict(),
-            "optimizer": opt_meta, "hidden": len(hidden) if state is not None else None,
-            "hidden_is_tensor": isinstance(state, torch.Tensor),
+            "optimizer": opt_meta, "hidden": None if state is None else len(hidden),
         }}
         save_tensors(run.last_path, tensors, meta)
         if run.best_path is not None and not self._validates:
-            save_tensors(run.best_path, *model.checkpoint())  # no validation split: best = last
+            save_tensors(run.best_path, *_finite_checkpoint(model))  # no validation: best = last
 
-    def _restore(self, model: Any, opt: torch.optim.Optimizer, sched: Schedule,
-                 batches: StreamBatcher) -> tuple[Progress, Any]:
+    def _restore(self, model: Trainable, opt: torch.optim.Optimizer, sched: Schedule,
+                 batches: BatchSource) -> tuple[Progress, Any]:
         assert self.run.last_path is not None
         tensors, meta = load_tensors(self.run.last_path)
         if "trainer" not in meta:
@@ -368,16 +346,27 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         state = None
         if t["hidden"] is not None:
-            hidden = [tensors[f"hidden.{i}"] for i in range(t["hidden"])]
-            state = hidden[0] if t["hidden_is_tensor"] else tuple(hidden)
+            state = model.state_from_tensors([tensors[f"hidden.{i}"] for i in range(t["hidden"])])
         return Progress(**t["progress"]), state
 
-    def _diverged_message(self, value: float, prog: Progress) -> str:
+    def _diverged_message(self, what: str, prog: Progress) -> str:
         where = (f"the last good checkpoint, {self.run.last_path}, was left untouched"
                  if self.run.last_path is not None and self.run.last_path.exists()
                  else "no checkpoint had been written yet")
-        return (f"training stopped: the loss became {value} at step {prog.step + 1}; {where}. "
-                "Try a lower train.lr, train.clip_norm, or train.precision=fp32")
+        return (f"training stopped: {what} at step {prog.step + 1}; {where}. "
+                "Try a lower train.lr or a train.clip_norm")
+
+
+def _finite_checkpoint(model: Trainable) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model's checkpoint, refusing to write non-finite weights (they would poison every
+    later eval, sample and resume)."""
+    tensors, meta = model.checkpoint()
+    bad = next((k for k, v in tensors.items()
+                if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise TrainingDiverged(f"training stopped: the weights became non-finite ({bad}); "
+                               "nothing was saved. Try a lower train.lr or a train.clip_norm")
+    return tensors, meta
 
 
 def _clip(model: torch.nn.Module, cfg: TrainConfig) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqlab.data.splits import SplitConfig
 from seqlab.data.vocab import Level, Vocab, iter_units
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, read_json, write_json
@@ -24,27 +25,11 @@ BUILTIN = "builtin:pydoc"  # the default corpus: English text of Python's own do
 
 
 @dataclass
-class DataConfig:
-    """Where the text comes from and how it is tokenised."""
+class DataConfig(SplitConfig):
+    """The language-model task's data: text files, tokenised by `level`."""
 
     path: str = BUILTIN  # training text; "builtin:pydoc" is Python's documentation, offline
-    valid: str | None = None  # separate validation file; None takes valid_fraction of `path`
-    test: str | None = None  # separate test file; None takes test_fraction of `path`
     level: Level = "char"  # char (Unicode code points), byte (any file) or word
-    valid_fraction: float = 0.05  # used only when `valid` is None
-    test_fraction: float = 0.05  # used only when `test` is None
-    min_count: int = 1  # word level: rarer words become <unk>
-    max_vocab: int | None = None  # cap on vocabulary size, special tokens included
-
-    def __post_init__(self) -> None:
-        f = (0 if self.valid else self.valid_fraction) + (0 if self.test else self.test_fraction)
-        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and f < 1):
-            raise SeqlabError(
-                "data.valid_fraction and data.test_fraction must be in [0, 1) and leave some "
-                f"training data, got {self.valid_fraction} and {self.test_fraction}"
-            )
-        if self.min_count < 1:
-            raise SeqlabError(f"data.min_count must be >= 1, got {self.min_count}")
 
 
 @dataclass
@@ -129,10 +114,7 @@ def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) 
     main = resolve_path(cfg.path, cache_dir)
     named = (("valid", cfg.valid), ("test", cfg.test))
     extra = {s: resolve_path(p, cache_dir) for s, p in named if p}
-    total = count_units(main, cfg.level)
-    n_valid = 0 if "valid" in extra else int(total * cfg.valid_fraction)
-    n_test = 0 if "test" in extra else int(total * cfg.test_fraction)
-    n_train = total - n_valid - n_test
+    n_train, n_valid, _ = cfg.split_sizes(count_units(main, cfg.level))
     if n_train < 2:
         raise SeqlabError(f"{main}: expected at least 2 training tokens, got {n_train}")
 

@@ -1,8 +1,9 @@
-"""The model registry: names users type (``--model lstm``) mapped to family classes and presets.
+"""The family registry: each model family's class, found by the name in its checkpoints.
 
 A family module defines a class following `seqlab.protocol` with a ``Config`` dataclass and a
-``from_checkpoint`` classmethod; registering it here makes it available to the CLI, evaluation,
-sampling and comparison, which never branch on the model type.
+``from_checkpoint`` classmethod; registering it here makes its checkpoints loadable everywhere.
+Which model names (``--model lstm``) build it, with which preset, is declared by the tasks
+(`seqlab.tasks`). Nothing else branches on the model type.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from seqlab.config import from_dict
-from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 
-# family -> "module:Class"
+# family -> "module:Class"; the model names that use a family are declared by the tasks
+# (`seqlab.tasks`), so the same family can serve several tasks.
 FAMILIES: dict[str, str] = {
     "ngram": "seqlab.models.ngram:NGramLM",
     "recurrent": "seqlab.models.recurrent:RecurrentLM",
@@ -23,24 +24,10 @@ FAMILIES: dict[str, str] = {
     "window": "seqlab.models.window:WindowLM",
     "conv": "seqlab.models.conv:ConvLM",
     "seq2seq": "seqlab.seq2seq.model:Seq2Seq",
+    "head": "seqlab.models.heads:SequenceHead",
+    "kalman": "seqlab.models.kalman:LinearGaussianSSM",
+    "particle": "seqlab.models.particle:BootstrapParticleFilter",
 }
-
-# name -> (family, preset config values)
-MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ngram": ("ngram", {}),
-    "rnn": ("recurrent", {"cell": "rnn"}),
-    "lstm": ("recurrent", {"cell": "lstm"}),
-    "gru": ("recurrent", {"cell": "gru"}),
-    "hmm": ("hmm", {}),
-    "window": ("window", {}),
-    "tcn": ("conv", {"kind": "tcn"}),
-    "wavenet": ("conv", {"kind": "wavenet"}),
-    "seq2seq": ("seq2seq", {}),
-}
-
-# Each family class names its task ("lm" by default); a task module runs the whole pipeline
-# (data preparation, training, evaluation) for that kind of problem.
-TASKS: dict[str, str] = {"lm": "seqlab.experiment", "seq2seq": "seqlab.seq2seq.experiment"}
 
 
 def _import(target: str) -> Any:
@@ -55,16 +42,29 @@ def family_class(family: str) -> type:
     return _import(FAMILIES[family])
 
 
-def task_module(cls: type) -> Any:
-    """The pipeline module for a family class (``seqlab.experiment`` for language models)."""
-    return _import(TASKS[getattr(cls, "task", "lm")])
+def names() -> list[str]:
+    """Every model name a user can pass to ``--model``."""
+    from seqlab import tasks
+
+    return list(tasks.model_table())
+
+
+def __getattr__(attr: str) -> Any:
+    if attr == "MODELS":  # name -> (family, preset), read from the tasks
+        from seqlab import tasks
+
+        return {n: (fam, preset) for n, (_, fam, preset) in tasks.model_table().items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def resolve(name: str) -> tuple[type, dict[str, Any]]:
     """The family class and preset for a model name."""
-    if name not in MODELS:
-        raise SeqlabError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
-    family, preset = MODELS[name]
+    from seqlab import tasks
+
+    table = tasks.model_table()
+    if name not in table:
+        raise SeqlabError(f"unknown model {name!r}; valid models: {', '.join(table)}")
+    _, family, preset = table[name]
     return family_class(family), preset
 
 
@@ -78,8 +78,8 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
                           ) from None
 
 
-def build(name: str, vocab: Vocab, overrides: dict[str, Any] | None = None) -> Any:
-    """A fresh, untrained model."""
+def build(name: str, vocab: Any, overrides: dict[str, Any] | None = None) -> Any:
+    """A fresh, untrained model: ``Family(config, vocab)``."""
     cls, _ = resolve(name)
     model = cls(make_config(name, overrides), vocab)
     model.name = name

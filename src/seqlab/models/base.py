@@ -1,11 +1,12 @@
-"""Shared plumbing for language models: the sampler hooks, generic fit/log_prob for torch models,
-and checkpoint (de)serialisation. Family modules subclass `TokenModel` or `NeuralLM`.
+"""Shared plumbing for model families: checkpoint metadata (`Checkpointed`), the sampler hooks
+of language models (`TokenModel`), the `Trainable` plumbing of every torch model (`TorchModel`)
+and the generic torch language model (`NeuralLM`). Family modules subclass one of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -23,20 +24,43 @@ from seqlab.protocol import State, split_lengths
 from seqlab.run import Run
 
 
-class TokenModel:
-    """Mixin giving a language model ``prime``, ``generate`` and metadata for checkpoints.
+class Checkpointed:
+    """What every registered family's checkpoint metadata holds, and loading by class."""
+
+    family: ClassVar[str]
+    Config: ClassVar[type]
+    vocab_type: ClassVar[Any] = Vocab  # what `from_checkpoint` rebuilds meta["vocab"] as
+    config: Any
+    name: str = ""  # the registry name it was built under (lstm, ngram, tagger, ...), for tables
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON stored beside the weights: enough to rebuild the model."""
+        meta = {"family": self.family, "name": self.name, "config": to_dict(self.config)}
+        vocab = getattr(self, "vocab", None)
+        return {**meta, "vocab": vocab.to_json()} if vocab is not None else meta
+
+    @classmethod
+    def config_from(cls, meta: dict[str, Any]) -> Any:
+        return from_dict(cls.Config, meta["config"], prefix="model.")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        from seqlab.models import load
+
+        model = load(path)
+        if not isinstance(model, cls):
+            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got {model.family}")
+        return model
+
+
+class TokenModel(Checkpointed):
+    """Mixin giving a language model ``prime`` and ``generate``.
 
     Subclasses set ``family``, ``Config``, ``self.config``, ``self.vocab`` and implement
     ``initial_state``, ``step`` and ``log_prob``.
     """
 
-    family: ClassVar[str]
-    task: ClassVar[str] = "lm"  # see seqlab.models.TASKS
-    Config: ClassVar[type]
-    vocab_type: ClassVar[type] = Vocab  # what `from_checkpoint` rebuilds meta["vocab"] as
-    config: Any
     vocab: Vocab
-    name: str = ""  # the registry name it was built under (lstm, ngram, ...), for tables
 
     def initial_state(self) -> State:
         raise NotImplementedError
@@ -61,26 +85,82 @@ class TokenModel:
         gen = torch.Generator().manual_seed(cfg.seed)
         return np.fromiter(stream(self, [] if prompt is None else list(prompt), cfg, gen), np.int64)
 
-    def describe(self) -> dict[str, Any]:
-        """The JSON stored beside the weights: enough to rebuild the model."""
-        return {"family": self.family, "name": self.name, "config": to_dict(self.config),
-                "vocab": self.vocab.to_json()}
+
+class TorchModel(Checkpointed, nn.Module):
+    """What every torch family shares: the `Trainable` protocol's optimizer, state and
+    checkpoint plumbing, and an inference context. Language models, seq2seq models and task
+    heads all build on it; none of it knows what the model computes.
+
+    Subclasses set ``family`` and ``Config`` and store ``self.config``; a vocabulary, when the
+    model has one, lives in ``self.vocab`` and is rebuilt through ``vocab_type``.
+    """
+
+    # --- the Trainable protocol ------------------------------------------------------------
+    def configure_optimizer(self, cfg: Any) -> torch.optim.Optimizer:
+        """AdamW with decay on matrices only (nanoGPT's split), or plain SGD."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr)
+        decay = [p for p in params if p.dim() >= 2 and not _is_embedding(self, p)]
+        ids = {id(p) for p in decay}
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if id(p) not in ids], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+    def initial_state(self, batch_size: int = 1) -> State:
+        return None  # nothing is carried between batches unless a family says otherwise
+
+    def state_tensors(self, state: State) -> list[torch.Tensor]:
+        """A tensor, or a tuple of tensors (an LSTM's (h, c)), as a list; override for more."""
+        if state is None:
+            return []
+        return [state] if isinstance(state, torch.Tensor) else list(state)
+
+    def state_from_tensors(self, tensors: list[torch.Tensor]) -> State:
+        if not tensors:
+            return None
+        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {f"model.{k}": v for k, v in self.state_dict().items()}, self.describe()
+
+    def load_checkpoint(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.load_state_dict(weights)
+        except RuntimeError as e:
+            raise SeqlabError(f"checkpoint weights do not fit the model: {str(e).splitlines()[0]}"
+                              ) from None
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        save_tensors(path, *self.checkpoint())
 
     @classmethod
-    def config_from(cls, meta: dict[str, Any]) -> Any:
-        return from_dict(cls.Config, meta["config"], prefix="model.")
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        from seqlab.models import load
-
-        model = load(path)
-        if not isinstance(model, cls):
-            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got {model.family}")
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
+        args = [cls.config_from(meta)]
+        if "vocab" in meta:
+            args.append(cls.vocab_type.from_json(meta["vocab"]))
+        model = cls(*args)
+        model.name = meta.get("name", "")
+        model.load_checkpoint(tensors)
         return model
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
-class NeuralLM(TokenModel, nn.Module):
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.train(was_training)
+
+
+class NeuralLM(TokenModel, TorchModel):
     """A torch language model: ``forward(idx (B, T), state) -> (logits (B, T, V), state)``.
 
     Provides the protocol on top of `forward`: ``fit`` through the generic `Trainer`, exact
@@ -98,22 +178,16 @@ class NeuralLM(TokenModel, nn.Module):
     def forward(self, idx: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 
-    def initial_state(self, batch_size: int = 1) -> State:
-        return None
-
     # --- training ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, lengths: list[int] | None = None, *,
             valid: np.ndarray | None = None, run: Run | None = None) -> Self:
-        from seqlab.evaluate import evaluate
-        from seqlab.train import StreamBatcher, Trainer
+        """Train on a token stream through the language-model task's batches and the trainer
+        (the CLI's pipeline does the same; this is the notebook entry point)."""
+        from seqlab.tasks.lm import fit_stream
 
-        run = run or Run()
         if lengths is not None:
             split_lengths(X, lengths)  # validates; streams are concatenated for BPTT anyway
-        batches = StreamBatcher(X, run.train.batch_size, run.train.seq_len, run.train.seed)
-        score = None if valid is None or len(valid) == 0 else (
-            lambda: {"bits_per_token": evaluate(self, valid).bits_per_token})
-        Trainer(run).fit(self, batches, score)
+        fit_stream(self, X, valid, run or Run())
         return self
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: State
@@ -122,28 +196,7 @@ class NeuralLM(TokenModel, nn.Module):
         logits, state = self(x, state if self.carries_state else None)  # (B, T, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), state
 
-    def configure_optimizer(self, cfg: Any) -> torch.optim.Optimizer:
-        """AdamW with decay on matrices only (nanoGPT's split), or plain SGD."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr)
-        decay = [p for p in params if p.dim() >= 2 and not _is_embedding(self, p)]
-        ids = {id(p) for p in decay}
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in params if id(p) not in ids], "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-
     # --- inference -----------------------------------------------------------------------
-    @contextmanager
-    def _inference(self) -> Iterator[None]:
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                yield
-        finally:
-            self.train(was_training)
-
     def log_prob(self, X: np.ndarray, lengths: list[int] | None = None) -> np.ndarray:
         """Exact per-token log-probabilities: one stream, state carried, nothing truncated."""
         out = [self._stream_log_prob(seg) for seg in split_lengths(X, lengths)]
@@ -175,31 +228,6 @@ class NeuralLM(TokenModel, nn.Module):
         with self._inference(), without_onednn():
             logits, state = self(torch.tensor([[token]]), state)
         return logits[0, -1], state
-
-    # --- checkpoints ---------------------------------------------------------------------
-    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return {f"model.{k}": v for k, v in self.state_dict().items()}, self.describe()
-
-    def load_checkpoint(self, tensors: dict[str, torch.Tensor]) -> None:
-        weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        try:
-            self.load_state_dict(weights)
-        except RuntimeError as e:
-            raise SeqlabError(f"checkpoint weights do not fit the model: {str(e).splitlines()[0]}"
-                              ) from None
-
-    def save(self, path: str | Path) -> None:
-        save_tensors(path, *self.checkpoint())
-
-    @classmethod
-    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
-        model = cls(cls.config_from(meta), cls.vocab_type.from_json(meta["vocab"]))
-        model.name = meta.get("name", "")
-        model.load_checkpoint(tensors)
-        return model
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 @contextmanager

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.config import check_range
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 from seqlab.models.base import NeuralLM
@@ -69,6 +70,12 @@ class ConvConfig:
                               f"{self.kernel_size}")
         if any(d < 1 for d in self.dilations):
             raise SeqlabError(f"model.dilations must all be >= 1, got {list(self.dilations)}")
+        # Dilations reach torch as int64, and the schedule is a list of levels x blocks layers.
+        check_range("model.levels", self.levels, "<= 62")
+        check_range("model.blocks", self.blocks, "<= 10000")
+        for d in self.dilations:
+            check_range("model.dilations", d, f"<= {2**62}")
+        check_range("model.context", self.context, ">= 1", null=True)
         if not 0 <= self.dropout < 1:
             raise SeqlabError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.context is not None and self.receptive_field < self.context:

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.config import from_dict, to_dict
+from seqlab.config import from_dict
 from seqlab.errors import SeqlabError
-from seqlab.models.base import NeuralLM
+from seqlab.models.base import TorchModel
 from seqlab.models.conv import ConvConfig, build_stack
 from seqlab.models.recurrent import RecurrentStack, StackConfig
 
@@ -53,12 +53,15 @@ class HeadConfig:
             raise SeqlabError(f"loss=cross_entropy needs outputs >= 2 classes, got {self.outputs}")
 
 
-class SequenceHead(nn.Module):
+class SequenceHead(TorchModel):
     """``forward(x (B, T, F) or ids (B, T), lengths) -> (B, outputs) or (B, T, outputs)``."""
 
-    def __init__(self, cfg: HeadConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+    family = "head"
+    Config = HeadConfig
+
+    def __init__(self, cfg: HeadConfig, vocab: Any = None) -> None:
+        super().__init__()  # `vocab` is unused: token inputs are ids below cfg.vocab
+        self.config = self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab, cfg.emb_dim) if cfg.vocab else None
         width = cfg.emb_dim if cfg.vocab else cfg.inputs
         self.encoder: nn.Module = (RecurrentStack(width, cfg.recurrent)
@@ -97,26 +100,11 @@ class SequenceHead(nn.Module):
             return F.mse_loss(pred, y.to(pred.dtype).view_as(pred))
         return F.cross_entropy(pred.flatten(0, -2), y.flatten(), ignore_index=-100)
 
-    # --- what the generic trainer needs --------------------------------------------------------
-    def initial_state(self, batch_size: int = 1) -> None:
-        return None  # every batch holds whole, independent sequences
-
+    # --- what the generic trainer needs (the rest comes from TorchModel) ----------------------
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: Any
                       ) -> tuple[torch.Tensor, None]:
         x, y = batch
         return self.loss(self(x), y), None
-
-    # The language models' choice: AdamW with decay on matrices only, or plain SGD.
-    configure_optimizer = NeuralLM.configure_optimizer
-    num_parameters = NeuralLM.num_parameters
-
-    def checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        return ({f"model.{k}": v for k, v in self.state_dict().items()},
-                {"family": "head", "config": to_dict(self.cfg)})
-
-    def load_checkpoint(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
-                              if k.startswith("model.")})
 
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> SequenceHead:

@@ -36,11 +36,13 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 import torch
 
+from seqlab.config import check_range
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError, describe
 from seqlab.io import save_tensors
 from seqlab.models import _hmm_kernels as kernels
 from seqlab.models.base import TokenModel
+from seqlab.params import Params
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
 
@@ -165,7 +167,7 @@ class _Stats:
 
 
 # --- the model families ---------------------------------------------------------------------------
-class BaseHMM:
+class BaseHMM(Params):
     """Shared inference and Baum-Welch; subclasses define the emission model.
 
     Args:
@@ -178,6 +180,9 @@ class BaseHMM:
         params, init_params: letters of the parameters to update / initialise at random
             (s = startprob, t = transmat, e = emissions, m = means, c = covars).
         verbose: print the log-likelihood of every iteration to stderr.
+
+    Subclasses list every argument in their own ``__init__`` (no ``**kwargs``): `Params` reads
+    the signature, so ``get_params``, ``set_params`` and ``sklearn.base.clone`` see them all.
     """
 
     emission_letters: ClassVar[str] = "e"
@@ -200,7 +205,9 @@ class BaseHMM:
         self.verbose = verbose
 
     # --- the emission model (subclasses) ---------------------------------------------------
-    def _prepare(self, X: Any) -> np.ndarray:
+    def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
+        """Checked data; `fitting` checks it against the hyperparameters only, not the fitted
+        ``n_features_`` (a refit, e.g. after ``set_params``, must behave like a fresh fit)."""
         raise NotImplementedError
 
     def _log_frames(self, X: np.ndarray) -> np.ndarray:
@@ -246,8 +253,9 @@ class BaseHMM:
         self.transmat_ = check_distribution("transmat_", self.transmat_, (K, K))
         self._check_emissions()
 
-    def _sequences(self, X: Any, lengths: Any) -> list[np.ndarray]:
-        return split_lengths(self._prepare(X), None if lengths is None else list(lengths))
+    def _sequences(self, X: Any, lengths: Any, fitting: bool = False) -> list[np.ndarray]:
+        return split_lengths(self._prepare(X, fitting),
+                             None if lengths is None else list(lengths))
 
     # --- inference -------------------------------------------------------------------------
     def _frames(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -372,8 +380,8 @@ class BaseHMM:
             ) -> Self:
         """Baum-Welch from ``n_init`` random starts; keeps the best and fills ``convergence_``."""
         self._check_hyper()
-        seqs = self._sequences(X, lengths)
-        data = np.concatenate(seqs) if seqs else self._prepare(X)
+        seqs = self._sequences(X, lengths, fitting=True)
+        data = np.concatenate(seqs) if seqs else self._prepare(X, fitting=True)
         if len(data) == 0:
             raise SeqlabError("fit needs at least one observation, got an empty X")
         seeds = np.random.SeedSequence(_entropy(self.random_state)).spawn(self.n_init)
@@ -487,13 +495,21 @@ class CategoricalHMM(BaseHMM):
     """
 
     def __init__(self, n_components: int = 1, *, n_features: int | None = None,
-                 emissionprob_prior: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(n_components, **kwargs)
+                 emissionprob_prior: float = 1.0, startprob_prior: float = 1.0,
+                 transmat_prior: float = 1.0, algorithm: str = "viterbi",
+                 random_state: int | np.random.Generator | None = None, n_iter: int = 10,
+                 tol: float = 1e-2, n_init: int = 1, params: str = "ste",
+                 init_params: str = "ste", verbose: bool = False) -> None:
+        super().__init__(n_components, startprob_prior=startprob_prior,
+                         transmat_prior=transmat_prior, algorithm=algorithm,
+                         random_state=random_state, n_iter=n_iter, tol=tol, n_init=n_init,
+                         params=params, init_params=init_params, verbose=verbose)
         self.n_features = n_features
         self.emissionprob_prior = emissionprob_prior
 
-    def _prepare(self, X: Any) -> np.ndarray:
-        return _as_symbols(X, getattr(self, "n_features_", self.n_features))
+    def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
+        fitted = None if fitting else getattr(self, "n_features_", None)
+        return _as_symbols(X, fitted or self.n_features)
 
     def _init_emissions(self, X: np.ndarray, rng: np.random.Generator) -> None:
         self.n_features_ = self.n_features or int(X.max()) + 1
@@ -564,9 +580,15 @@ class GaussianHMM(BaseHMM):
 
     def __init__(self, n_components: int = 1, *, covariance_type: CovarianceType = "diag",
                  min_covar: float = 1e-3, means_prior: float = 0.0, means_weight: float = 0.0,
-                 covars_prior: float = 1e-2, covars_weight: float = 1.0, params: str = "stmc",
-                 init_params: str = "stmc", **kwargs: Any) -> None:
-        super().__init__(n_components, params=params, init_params=init_params, **kwargs)
+                 covars_prior: float = 1e-2, covars_weight: float = 1.0,
+                 startprob_prior: float = 1.0, transmat_prior: float = 1.0,
+                 algorithm: str = "viterbi", random_state: int | np.random.Generator | None = None,
+                 n_iter: int = 10, tol: float = 1e-2, n_init: int = 1, params: str = "stmc",
+                 init_params: str = "stmc", verbose: bool = False) -> None:
+        super().__init__(n_components, startprob_prior=startprob_prior,
+                         transmat_prior=transmat_prior, algorithm=algorithm,
+                         random_state=random_state, n_iter=n_iter, tol=tol, n_init=n_init,
+                         params=params, init_params=init_params, verbose=verbose)
         self.covariance_type = covariance_type
         self.min_covar = min_covar
         self.means_prior = means_prior
@@ -574,8 +596,8 @@ class GaussianHMM(BaseHMM):
         self.covars_prior = covars_prior
         self.covars_weight = covars_weight
 
-    def _prepare(self, X: Any) -> np.ndarray:
-        return _as_frames(X, getattr(self, "n_features_", None))
+    def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
+        return _as_frames(X, None if fitting else getattr(self, "n_features_", None))
 
     def _check_hyper(self) -> None:
         super()._check_hyper()
@@ -701,9 +723,8 @@ class HMMConfig:
         if self.n_states < 1 or self.n_iter < 1 or self.n_init < 1:
             raise SeqlabError(f"model.n_states, model.n_iter and model.n_init must be >= 1, got "
                               f"{self.n_states}, {self.n_iter} and {self.n_init}")
-        if self.pseudocount < 0 or self.tol < 0:
-            raise SeqlabError(f"model.pseudocount and model.tol must be >= 0, got "
-                              f"{self.pseudocount} and {self.tol}")
+        check_range("model.pseudocount", self.pseudocount, ">= 0")
+        check_range("model.tol", self.tol, ">= 0")
 
 
 class HMMLM(TokenModel):

@@ -31,15 +31,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numba as nb
 import numpy as np
 
-from seqlab.errors import SeqlabError
+from seqlab.errors import SeqlabError, describe
 from seqlab.io import load_tensors, save_tensors
+from seqlab.params import Params
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
+
+if TYPE_CHECKING:
+    import torch
 
 LOG_2PI = math.log(2 * math.pi)
 PARAMS = ("transition_matrix", "observation_matrix", "transition_covariance",
@@ -330,7 +334,7 @@ class _Batch:
         return np.concatenate([a[b, :n] for b, n in enumerate(self.lens)])
 
 
-class LinearGaussianSSM:
+class LinearGaussianSSM(Params):
     """Linear-Gaussian state-space model (see the module docstring for the equations).
 
     Args:
@@ -343,6 +347,9 @@ class LinearGaussianSSM:
             long names); the others stay fixed.
         n_iter, tol: EM iterations at most; stop when the log-likelihood gains less than tol.
         random_state: seed for ``sample`` and ``generate``.
+
+    ``__init__`` only stores its arguments (scikit-learn's contract, which ``clone`` and
+    ``set_params`` rely on); ``fit`` always starts EM from them, never from an earlier fit.
     """
 
     family: ClassVar[str] = "kalman"
@@ -381,6 +388,10 @@ class LinearGaussianSSM:
         """The current parameters: fitted ones (``*_``) or, before fit, the constructor's."""
         if hasattr(self, "transition_matrix_"):
             return {p: getattr(self, p + "_") for p in PARAMS}
+        return self._initial_params()
+
+    def _initial_params(self) -> dict[str, np.ndarray]:
+        """The constructor's parameters, defaults filled in and checked."""
         n, d = self._dims(None)
         defaults = {"transition_matrix": np.eye(n), "observation_matrix": np.eye(d, n),
                     "transition_covariance": np.eye(n), "observation_covariance": np.eye(d),
@@ -405,16 +416,21 @@ class LinearGaussianSSM:
         return out
 
     # --- data ------------------------------------------------------------------------------
-    def _batch(self, X: Any, lengths: Any = None) -> _Batch:
-        X = np.asarray(X, dtype=np.float64)
+    def _batch(self, X: Any, lengths: Any = None, d: int | None = None) -> _Batch:
+        """Checked observations as a padded batch (`d` defaults to the model's)."""
+        X = as_observations(X)
+        shape = X.shape
         if X.ndim == 1:
             X = X[:, None]
         if X.ndim not in (2, 3):
-            raise SeqlabError(f"observations must have shape (T, d) or (B, T, d), got {X.shape}")
-        d = self.params()["observation_matrix"].shape[0]
+            raise SeqlabError(f"observations must have shape (T, d) or (B, T, d), got {shape}")
+        if X.shape[-2] == 0 or X.shape[0] == 0:  # nothing to filter; EM would divide by 0 steps
+            raise SeqlabError(f"expected at least one observation step, got an empty array of "
+                              f"shape {shape}")
+        d = d or self.params()["observation_matrix"].shape[0]
         if X.shape[-1] != d:
             raise SeqlabError(f"expected observations with d = {d} entries per step, got "
-                              f"{X.shape[-1]}")
+                              f"{X.shape[-1]} (observations of shape {shape})")
         if np.isinf(X).any():
             raise SeqlabError("observations must be finite or NaN (missing), got infinity")
         if X.ndim == 3:
@@ -424,7 +440,7 @@ class LinearGaussianSSM:
             return _Batch(X, np.full(X.shape[0], X.shape[1], dtype=np.int64), "batch")
         if lengths is None:
             return _Batch(X[None], np.array([len(X)], dtype=np.int64), "single")
-        segs = split_lengths(X, list(lengths))
+        segs = split_lengths(X, _check_lengths(lengths, len(X)))
         pad = np.full((len(segs), max((len(s) for s in segs), default=0), d), np.nan)
         for b, s in enumerate(segs):
             pad[b, : len(s)] = s
@@ -469,8 +485,8 @@ class LinearGaussianSSM:
         The leading axes follow the input: none for one (T, d) sequence, B for a batch or for
         concatenated sequences with lengths.
         """
-        if steps < 1:
-            raise SeqlabError(f"steps must be >= 1, got {steps}")
+        if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 1:
+            raise SeqlabError(f"steps must be an integer >= 1, got {steps!r}")
         p, batch = self.params(), self._batch(X, lengths)
         _, _, mf, Pf, _ = self._run_filter(batch, p)
         F, H, Q, R = (p[k] for k in PARAMS[:4])
@@ -530,7 +546,8 @@ class LinearGaussianSSM:
             ) -> Self:
         """EM for the parameters in ``em_vars``; ``history_`` holds log p(X) per iteration
         (computed in each E-step, before that iteration's M-step)."""
-        p, batch, which = self.params(), self._batch(X, lengths), self._em_set()
+        p, which = self._initial_params(), self._em_set()
+        batch = self._batch(X, lengths, d=p["observation_matrix"].shape[0])
         if self.n_iter < 1:
             raise SeqlabError(f"n_iter must be >= 1, got {self.n_iter}")
         self.history_, t0 = [], time.perf_counter()
@@ -588,10 +605,35 @@ class LinearGaussianSSM:
 
     # --- persistence -----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """The current parameters as tensors; the EM settings as JSON."""
+        which = self._em_set()  # validates em_vars before anything is written
+        if not (self.random_state is None or isinstance(self.random_state, int | np.integer)):
+            raise SeqlabError("cannot save a model whose random_state is a "
+                              f"{type(self.random_state).__name__} (not JSON); pass an int "
+                              "seed or None")
         tensors = {k: np.ascontiguousarray(v) for k, v in self.params().items()}
-        meta = {"family": self.family, "config": {"em_vars": list(self._em_set()),
-                                                  "n_iter": self.n_iter, "tol": self.tol}}
-        save_tensors(path, tensors, meta)
+        config = {"em_vars": [p for p in PARAMS if p in which], "n_iter": self.n_iter,
+                  "tol": self.tol, "random_state": None if self.random_state is None
+                  else int(self.random_state)}
+        save_tensors(path, tensors, {"family": self.family, "config": config})
+
+    @classmethod
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
+        """The model whose parameters are the checkpoint's (see `seqlab.models.load`).
+
+        They become the constructor arguments too, so ``clone`` or a refit starts from them.
+        """
+        try:
+            params = check_params({p: tensors[p].double().numpy() for p in PARAMS})
+        except KeyError as e:
+            raise SeqlabError(f"the {cls.family} checkpoint is missing the array {e}") from None
+        cfg = meta.get("config", {})
+        model = cls(**params, em_vars=tuple(cfg.get("em_vars", PARAMS)),
+                    n_iter=cfg.get("n_iter", 10), tol=cfg.get("tol", 0.0),
+                    random_state=cfg.get("random_state"))
+        model._em_set()  # a damaged em_vars list fails here, not at the next fit
+        model._set(params)
+        return model
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
@@ -600,14 +642,9 @@ class LinearGaussianSSM:
             raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got "
                               f"{meta.get('family')!r}")
         try:
-            params = check_params({p: tensors[p].double().numpy() for p in PARAMS})
-        except KeyError as e:
-            raise SeqlabError(f"{path}: the checkpoint is missing the array {e}") from None
-        cfg = meta.get("config", {})
-        model = cls(em_vars=tuple(cfg.get("em_vars", PARAMS)), n_iter=cfg.get("n_iter", 10),
-                    tol=cfg.get("tol", 0.0))
-        model._set(params)
-        return model
+            return cls.from_checkpoint(tensors, meta)
+        except SeqlabError as e:
+            raise SeqlabError(f"{path}: {e}") from None
 
 
 def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:
@@ -669,3 +706,60 @@ def _check_covariance(name: str, C: np.ndarray, strict: bool) -> None:
     if low <= 0 if strict else low < -1e-12 * scale:
         need = "positive definite" if strict else "positive semidefinite"
         raise SeqlabError(f"{name} must be {need}, got smallest eigenvalue {low:.6g}")
+
+
+# --- input checks --------------------------------------------------------------------------------
+def as_observations(X: Any) -> np.ndarray:
+    """X as a float64 array: one line saying what was expected for ragged or non-numeric X.
+
+    NaN (and None in a list) marks a missing entry; the shape is checked by the caller.
+    """
+    try:
+        arr = np.asarray(X)
+    except ValueError:  # numpy refuses nested lists of unequal lengths
+        raise SeqlabError(_ragged(X)) from None
+    if arr.dtype == object:
+        if any(np.ndim(v) > 0 for v in arr.flat):  # a list of arrays of unequal lengths
+            raise SeqlabError(_ragged(X))
+        bad = next((v for v in arr.flat if v is not None and not _is_real(v)), None)
+        if bad is not None:
+            raise SeqlabError(f"observations must be real numbers, got a {type(bad).__name__} "
+                              f"entry ({bad!r:.40})")
+        return arr.astype(np.float64)  # None -> NaN, i.e. missing
+    if arr.dtype.kind not in "biuf":
+        raise SeqlabError(f"observations must be real numbers, got an array of dtype "
+                          f"{arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating | np.bool_)  # bool is an int
+
+
+def _ragged(X: Any) -> str:
+    """The message for sequences of unequal lengths, with their lengths when they have any."""
+    try:
+        lens = [len(s) for s in X]
+    except TypeError:
+        lens = []
+    got = f"sequences of lengths {describe(lens, 6)}" if lens else "a ragged nested list"
+    return ("observations must be one array, (T, d) or (B, T, d); pass sequences of different "
+            f"lengths concatenated, with lengths=[...] (got {got})")
+
+
+def _check_lengths(lengths: Any, N: int) -> list[int]:
+    """`lengths` as a list of non-negative ints summing to N (the count of rows in X)."""
+    try:
+        arr = np.asarray(lengths)
+    except ValueError:
+        arr = np.asarray(None)
+    ok = arr.ndim == 1 and (arr.dtype.kind in "iu" or (
+        arr.dtype.kind == "f" and np.all(arr == np.round(arr))))
+    if not ok or np.any(arr < 0):
+        got = f"[{describe(arr.tolist(), 6)}]" if arr.ndim == 1 else f"{lengths!r:.60}"
+        raise SeqlabError(f"lengths must be a list of non-negative integers summing to len(X) = "
+                          f"{N}, got {got}")
+    if int(arr.sum()) != N:
+        raise SeqlabError(f"lengths must be non-negative and sum to len(X) = {N}, got sum "
+                          f"{int(arr.sum())} over {len(arr)} sequences")
+    return [int(n) for n in arr]

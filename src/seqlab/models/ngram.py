@@ -48,6 +48,7 @@ import numba as nb
 import numpy as np
 import torch
 
+from seqlab.config import check_range
 from seqlab.data.vocab import EOS, UNK, Vocab
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, save_tensors
@@ -74,6 +75,8 @@ class NGramConfig:
         if len(self.discount_fallback) != 3:
             raise SeqlabError("model.discount_fallback must hold 3 discounts (D1, D2, D3+), got "
                               f"{len(self.discount_fallback)}")
+        for j, d in enumerate(self.discount_fallback, 1):  # D_j <= j, as kenlm_discounts demands
+            check_range(f"model.discount_fallback[{j - 1}]", d, f"in [0, {j}]")
 
 
 @dataclass

@@ -18,17 +18,29 @@ the effective sample size 1 / sum W_i^2 falls below ``ess_threshold * N``, the p
 resampled (systematic by default) and the weights reset. A step whose observation is all NaN
 is missing: the particles move, nothing is weighted. The product of the estimates is an
 unbiased estimate of p(x_1..T); its log, summed here, is what ``loglikelihood`` returns.
+
+A filter over user callables cannot be saved (code is never pickled). A filter over a built-in
+parametric model, such as `linear_gaussian`'s, can: the model knows its ``kind`` and its
+parameters, which go to a safetensors file as tensors beside the filter's settings as JSON.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
 from seqlab.errors import SeqlabError
+from seqlab.io import load_tensors, save_tensors
+from seqlab.models.kalman import as_observations, check_params
+from seqlab.params import Params
+from seqlab.protocol import split_lengths
+
+if TYPE_CHECKING:
+    import torch
 
 Initial = Callable[[np.random.Generator, int], np.ndarray]
 Transition = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
@@ -87,16 +99,20 @@ class ParticleResult:
     weights: np.ndarray  # (N,) their normalised weights
 
 
-class BootstrapParticleFilter:
+class BootstrapParticleFilter(Params):
     """Bootstrap particle filter.
 
     Args:
-        model: a `StateSpaceModel` (or any object with the three callables).
+        model: a `StateSpaceModel` (or any object with the three callables), or a built-in
+            parametric model such as `linear_gaussian`'s (which can be saved).
         n_particles: N.
         ess_threshold: resample when ESS < ess_threshold * N (0 never resamples, 1 always).
         resampling: "systematic" (default), "stratified" or "multinomial".
-        random_state: seed or `numpy.random.Generator`.
+        random_state: seed or `numpy.random.Generator`; every call to ``filter``,
+            ``log_prob`` or ``loglikelihood`` starts a fresh stream from it.
     """
+
+    family: ClassVar[str] = "particle"
 
     def __init__(self, model: StateSpaceModel | Any, n_particles: int = 1000, *,
                  ess_threshold: float = 0.5, resampling: str = "systematic",
@@ -123,11 +139,10 @@ class BootstrapParticleFilter:
     def filter(self, X: Any) -> ParticleResult:
         """Run the filter over observations X (T, d) (or (T,) for scalars)."""
         self._check()
-        X = np.asarray(X, dtype=np.float64)
-        X = X[:, None] if X.ndim == 1 else X
-        if X.ndim != 2:
-            raise SeqlabError(f"observations must have shape (T,) or (T, d), got {X.shape}")
-        rng = np.random.default_rng(self.random_state)
+        return self._run(_as_steps(X), np.random.default_rng(self.random_state))
+
+    def _run(self, X: np.ndarray, rng: np.random.Generator) -> ParticleResult:
+        """The filter over one sequence X (T, d), drawing from `rng`."""
         N, T = self.n_particles, len(X)
         z = self._states(self.model.initial(rng, N), "initial", N)
         logw = np.full(N, -np.log(N))  # normalised log-weights
@@ -149,12 +164,76 @@ class BootstrapParticleFilter:
                 out.resampled[t] = True
         return out.result(z, np.exp(logw))
 
-    def loglikelihood(self, X: Any) -> float:
-        return self.filter(X).log_likelihood
+    def _sequences(self, X: Any, lengths: Any) -> list[ParticleResult]:
+        """The filter over each sequence of X in turn, all from one random stream."""
+        self._check()
+        rng = np.random.default_rng(self.random_state)
+        segs = split_lengths(_as_steps(X), None if lengths is None else list(lengths))
+        return [self._run(x, rng) for x in segs]
 
-    def log_prob(self, X: Any) -> np.ndarray:
-        """log p-hat(x_t | x_<t) per step."""
-        return self.filter(X).step_log_likelihood
+    def loglikelihood(self, X: Any, lengths: Any = None) -> float:
+        """log p-hat(X), summed over the sequences."""
+        return float(sum(r.log_likelihood for r in self._sequences(X, lengths)))
+
+    def log_prob(self, X: Any, lengths: Any = None) -> np.ndarray:
+        """log p-hat(x_t | x_<t) per step (T,), the protocol's per-step scores; each sequence
+        of concatenated X (with ``lengths``) starts from the initial distribution."""
+        return np.concatenate([r.step_log_likelihood for r in self._sequences(X, lengths)])
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """The model's parameters as tensors; its kind and the filter's settings as JSON."""
+        self._check()
+        kind = getattr(self.model, "kind", None)
+        if MODEL_KINDS.get(kind) is not type(self.model):
+            raise SeqlabError(f"cannot save a particle filter over {type(self.model).__name__}: "
+                              "user callables cannot be stored, only built-in parametric models "
+                              f"({', '.join(MODEL_KINDS)}); rebuild the filter in code instead")
+        if not (self.random_state is None or isinstance(self.random_state, int | np.integer)):
+            raise SeqlabError("cannot save a particle filter whose random_state is a "
+                              f"{type(self.random_state).__name__} (not JSON); pass an int "
+                              "seed or None")
+        tensors = {f"model.{k}": v for k, v in self.model.checked().items()}
+        config = {"n_particles": int(self.n_particles), "ess_threshold": float(self.ess_threshold),
+                  "resampling": self.resampling, "random_state": None if self.random_state is None
+                  else int(self.random_state)}
+        save_tensors(path, tensors, {"family": self.family, "model": {"kind": kind},
+                                     "config": config})
+
+    @classmethod
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Self:
+        """The filter a checkpoint describes (see `seqlab.models.load`)."""
+        kind = (meta.get("model") or {}).get("kind")
+        if kind not in MODEL_KINDS:
+            raise SeqlabError(f"expected a particle model kind among {', '.join(MODEL_KINDS)}, "
+                              f"got {kind!r}")
+        model_cls = MODEL_KINDS[kind]
+        try:
+            model = model_cls(**{k: tensors[f"model.{k}"].double().numpy()
+                                 for k in model_cls._param_names()})
+        except KeyError as e:
+            raise SeqlabError(f"the {cls.family} checkpoint is missing the array {e}") from None
+        cfg = meta.get("config", {})
+        valid = [k for k in cls._param_names() if k != "model"]
+        unknown = sorted(set(cfg) - set(valid))
+        if unknown:
+            raise SeqlabError(f"the {cls.family} checkpoint has unknown settings "
+                              f"{', '.join(unknown)}; valid: {', '.join(valid)}")
+        pf = cls(model, **cfg)
+        pf._check()
+        model.checked()  # bad matrices fail at load, not at the first filter call
+        return pf
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        tensors, meta = load_tensors(path)
+        if meta.get("family") != cls.family:
+            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got "
+                              f"{meta.get('family')!r}")
+        try:
+            return cls.from_checkpoint(tensors, meta)
+        except SeqlabError as e:
+            raise SeqlabError(f"{path}: {e}") from None
 
     def _states(self, z: Any, who: str, N: int, n: int | None = None) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
@@ -203,26 +282,101 @@ def _logsumexp(a: np.ndarray) -> float:
     return m + float(np.log(np.sum(np.exp(a - m)))) if np.isfinite(m) else m
 
 
+def _as_steps(X: Any) -> np.ndarray:
+    """Observations as float64 (T, d); (T,) means scalar observations."""
+    X = as_observations(X)
+    shape = X.shape
+    X = X[:, None] if X.ndim == 1 else X
+    if X.ndim != 2:
+        raise SeqlabError(f"observations must have shape (T,) or (T, d), got {shape}")
+    return X
+
+
+# --- built-in parametric models ------------------------------------------------------------------
+@dataclass
+class _Factors:
+    """What the linear-Gaussian callables use, derived from the parameters."""
+
+    F: np.ndarray  # (n, n)
+    H: np.ndarray  # (d, n)
+    mu0: np.ndarray  # (n,)
+    Lq: np.ndarray  # (n, n) Cholesky factor of Q
+    L0: np.ndarray  # (n, n) Cholesky factor of P0
+    Rinv: np.ndarray  # (d, d)
+    const: float  # -0.5 (d log 2 pi + log det R)
+
+
+class LinearGaussianModel(Params):
+    """The linear-Gaussian model of `seqlab.models.kalman` as particle-filter callables.
+
+    Holds F, H, Q, R, mu0, P0 under their long names (as `LinearGaussianSSM`); unlike a
+    `StateSpaceModel` of user callables it knows its ``kind`` and its parameters, so a filter
+    over it can be saved. Q and P0 must be positive definite (they are sampled by Cholesky).
+    """
+
+    kind: ClassVar[str] = "linear_gaussian"
+
+    def __init__(self, transition_matrix: Any, observation_matrix: Any,
+                 transition_covariance: Any, observation_covariance: Any,
+                 initial_state_mean: Any, initial_state_covariance: Any) -> None:
+        self.transition_matrix = transition_matrix
+        self.observation_matrix = observation_matrix
+        self.transition_covariance = transition_covariance
+        self.observation_covariance = observation_covariance
+        self.initial_state_mean = initial_state_mean
+        self.initial_state_covariance = initial_state_covariance
+
+    def checked(self) -> dict[str, np.ndarray]:
+        """The parameters as float64 arrays, checked as the Kalman filter checks them."""
+        return check_params(self.get_params(deep=False))
+
+    def _factors(self) -> _Factors:
+        # Derived at use time (``__init__`` must only store), cached under the parameters'
+        # bytes: set_params, assignment and in-place edits all invalidate it, and the filter
+        # calls the model twice per step, where redoing the checks would dominate small N.
+        key = tuple((np.shape(v), np.asarray(v, dtype=np.float64).tobytes())
+                    for v in self.get_params(deep=False).values())
+        cached = self.__dict__.get("_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        p = self.checked()
+        try:
+            Lq, L0 = (np.linalg.cholesky(p[k]) for k in ("transition_covariance",
+                                                         "initial_state_covariance"))
+        except np.linalg.LinAlgError:
+            raise SeqlabError("transition_covariance and initial_state_covariance must be "
+                              "positive definite for the particle filter's Gaussian draws, got "
+                              "a singular one") from None
+        R = p["observation_covariance"]
+        const = -0.5 * (len(R) * np.log(2 * np.pi) + np.linalg.slogdet(R)[1])
+        f = _Factors(p["transition_matrix"], p["observation_matrix"], p["initial_state_mean"],
+                     Lq, L0, np.linalg.inv(R), const)
+        self._cache = (key, f)
+        return f
+
+    def initial(self, rng: np.random.Generator, N: int) -> np.ndarray:
+        f = self._factors()
+        return f.mu0 + rng.standard_normal((N, len(f.F))) @ f.L0.T
+
+    def transition(self, z: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
+        f = self._factors()
+        return z @ f.F.T + rng.standard_normal(z.shape) @ f.Lq.T
+
+    def log_likelihood(self, x: np.ndarray, z: np.ndarray, t: int) -> np.ndarray:
+        f = self._factors()
+        e = x - z @ f.H.T  # (N, d) innovations
+        return f.const - 0.5 * np.einsum("ni,ij,nj->n", e, f.Rinv, e)
+
+
+# kind -> class, for checkpoints: what `BootstrapParticleFilter.from_checkpoint` can rebuild
+MODEL_KINDS: dict[str, type[LinearGaussianModel]] = {LinearGaussianModel.kind: LinearGaussianModel}
+
+
 def linear_gaussian(transition_matrix: np.ndarray, observation_matrix: np.ndarray,
                     transition_covariance: np.ndarray, observation_covariance: np.ndarray,
                     initial_state_mean: np.ndarray, initial_state_covariance: np.ndarray
-                    ) -> StateSpaceModel:
-    """The callables of a linear-Gaussian model (to check the filter against Kalman's)."""
-    F, H = np.asarray(transition_matrix), np.asarray(observation_matrix)
-    Lq = np.linalg.cholesky(transition_covariance)
-    L0 = np.linalg.cholesky(initial_state_covariance)
-    Rinv = np.linalg.inv(observation_covariance)
-    _, logdet = np.linalg.slogdet(observation_covariance)
-    const = -0.5 * (len(H) * np.log(2 * np.pi) + logdet)
-
-    def initial(rng: np.random.Generator, N: int) -> np.ndarray:
-        return initial_state_mean + rng.standard_normal((N, len(F))) @ L0.T
-
-    def transition(z: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-        return z @ F.T + rng.standard_normal(z.shape) @ Lq.T
-
-    def log_likelihood(x: np.ndarray, z: np.ndarray, t: int) -> np.ndarray:
-        e = x - z @ H.T
-        return const - 0.5 * np.einsum("ni,ij,nj->n", e, Rinv, e)
-
-    return StateSpaceModel(initial, transition, log_likelihood)
+                    ) -> LinearGaussianModel:
+    """A linear-Gaussian model for the filter (to check it against Kalman's); savable."""
+    return LinearGaussianModel(transition_matrix, observation_matrix, transition_covariance,
+                               observation_covariance, initial_state_mean,
+                               initial_state_covariance)

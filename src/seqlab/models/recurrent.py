@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqlab.config import check_range
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 from seqlab.models.base import NeuralLM
@@ -82,10 +83,11 @@ class StackConfig:
             raise SeqlabError(f"model.layer_dropout takes one rate or one per gap between the "
                               f"{self.layers} layers ({self.layers - 1}), got "
                               f"{len(self.layer_dropout)}")
-        if self.residual_start < 1 or self.time_skip < 0 or self.init_scale <= 0:
-            raise SeqlabError("model.residual_start must be >= 1, model.time_skip >= 0 and "
-                              f"model.init_scale > 0, got {self.residual_start}, "
-                              f"{self.time_skip}, {self.init_scale}")
+        if self.residual_start < 1 or self.time_skip < 0:
+            raise SeqlabError("model.residual_start must be >= 1 and model.time_skip >= 0, got "
+                              f"{self.residual_start} and {self.time_skip}")
+        check_range("model.init_scale", self.init_scale, "> 0")
+        check_range("model.forget_bias", self.forget_bias, "finite", null=True)
         _check_cell_options(self)
 
     @property

@@ -99,7 +99,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from seqlab.seq2seq.data import encode
 
     model, _ = load_run(args.run)
-    if getattr(model, "task", "lm") != "seq2seq":
+    if model.family != "seq2seq":
         raise SeqlabError(f"{args.run}: expected a seq2seq run, got a {model.family} model; "
                           "use seqlab sample for language models")
     cfg = _decode_config(model, args)

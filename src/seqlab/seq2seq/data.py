@@ -26,7 +26,7 @@ and ``<eos>`` strings in the data are ordinary text and map to ``<unk>``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from seqlab.data.splits import SplitConfig
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 from seqlab.io import read_json, write_json
@@ -298,7 +299,7 @@ class PairBatcher:
     Each epoch permutes the pairs, cuts the permutation into pools of ``bucket`` batches, sorts
     each pool by length so a batch holds pairs of similar length (little padding), cuts the
     pools into batches and shuffles the batch order. The position is two integers, so
-    ``--resume`` continues exactly. Duck-types `seqlab.train.StreamBatcher` for the Trainer.
+    ``--resume`` continues exactly. A `seqlab.tasks.base.BatchSource`.
     """
 
     def __init__(self, pairs: Pairs, batch_size: int, seed: int = 0, bucket: int = 100) -> None:
@@ -334,48 +335,44 @@ class PairBatcher:
         self._last_tokens = batch.num_tokens
         return batch, fresh
 
+    @property
+    def batch_size(self) -> int:
+        return self.B
+
     def tokens_per_batch(self) -> int:
         """Target tokens in the batch just read (for tokens/s)."""
         return self._last_tokens
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "window": self.index}
+        return {"epoch": self.epoch, "index": self.index}
 
-    def load_state_dict(self, d: dict[str, int]) -> None:
-        self.epoch, self.index = int(d["epoch"]), int(d["window"])
+    def load_state_dict(self, d: Mapping[str, int]) -> None:
+        self.epoch, self.index = int(d["epoch"]), int(d["index"])
 
 
 # --- splits --------------------------------------------------------------------------------
 @dataclass
-class DataConfig:
-    """Where the pairs come from and how they are tokenised (the ``data`` section)."""
+class DataConfig(SplitConfig):
+    """The seq2seq task's data: pairs, tokenised per side (the ``data`` section).
 
-    path: str = ""  # training pairs: TSV or SCAN file, or the source side of parallel files
+    ``path`` holds the training pairs: a TSV or SCAN file, or the source side of parallel files;
+    held-out fractions are drawn at random (``split_seed``) rather than from the end.
+    """
+
     target: str | None = None  # parallel files: the target side of `path`
-    valid: str | None = None  # validation pairs (same format); None takes valid_fraction of path
     valid_target: str | None = None  # parallel files: target side of `valid`
-    test: str | None = None  # test pairs; None takes test_fraction of `path`
     test_target: str | None = None  # parallel files: target side of `test`
     format: Format = "auto"  # auto: SCAN when the first line starts with "IN: ", else TSV
     level: Level = "word"  # source tokens: words (whitespace-split) or characters
     tgt_level: Level | None = None  # target tokens; None: the same as `level`
     shared_vocab: bool = False  # one vocabulary for both sides (needs the same level)
-    valid_fraction: float = 0.05  # random share of `path` held out when `valid` is None
-    test_fraction: float = 0.05  # random share of `path` held out when `test` is None
-    split_seed: int = 0  # seeds that random split
-    min_count: int = 1  # rarer tokens become <unk>
-    max_vocab: int | None = None  # cap per vocabulary, special tokens included
+    split_seed: int = 0  # seeds the random held-out split
     bucket: int = 100  # batches per length-sorted pool (1: no bucketing)
 
     def __post_init__(self) -> None:
-        held = (0 if self.valid else self.valid_fraction) + (0 if self.test else self.test_fraction)
-        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and held < 1):
-            raise SeqlabError("data.valid_fraction and data.test_fraction must be in [0, 1) and "
-                              f"leave training pairs, got {self.valid_fraction} and "
-                              f"{self.test_fraction}")
-        if self.min_count < 1 or self.bucket < 1:
-            raise SeqlabError(f"data.min_count and data.bucket must be >= 1, got "
-                              f"{self.min_count} and {self.bucket}")
+        super().__post_init__()
+        if self.bucket < 1:
+            raise SeqlabError(f"data.bucket must be >= 1, got {self.bucket}")
         if self.shared_vocab and self.tgt_level not in (None, self.level):
             raise SeqlabError(f"data.shared_vocab needs one level for both sides, got "
                               f"{self.level} and {self.tgt_level}")
@@ -400,10 +397,9 @@ class PairData:
         return getattr(self, name)
 
 
-def _random_split(n: int, fractions: tuple[float, float], seed: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
-    n_valid, n_test = int(n * fractions[0]), int(n * fractions[1])
+def _random_split(n: int, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    perm = np.random.default_rng(cfg.split_seed).permutation(n)
+    _, n_valid, n_test = cfg.split_sizes(n)
     valid, test = perm[:n_valid], perm[n_valid : n_valid + n_test]
     return np.sort(perm[n_valid + n_test :]), np.sort(valid), np.sort(test)
 
@@ -416,8 +412,7 @@ def prepare(cfg: DataConfig, max_lens: tuple[int, int], vocab: PairVocab | None 
                           "none; pass --data")
     read = lambda p, t: tokenize_pairs(read_pairs(p, t, cfg.format), cfg.levels, max_lens)  # noqa: E731
     main = read(cfg.path, cfg.target)
-    tr, va, te = _random_split(len(main), (0 if cfg.valid else cfg.valid_fraction,
-                                           0 if cfg.test else cfg.test_fraction), cfg.split_seed)
+    tr, va, te = _random_split(len(main), cfg)
     splits = {"train": [main[i] for i in tr],
               "valid": read(cfg.valid, cfg.valid_target) if cfg.valid else [main[i] for i in va],
               "test": read(cfg.test, cfg.test_target) if cfg.test else [main[i] for i in te]}

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import SeqlabError
-from seqlab.models.base import NeuralLM, TokenModel, without_onednn
+from seqlab.models.base import TokenModel, TorchModel, without_onednn
 from seqlab.models.recurrent import RecurrentStack, StackConfig
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
@@ -210,7 +210,7 @@ class Decoder(nn.Module):
 
 
 # --- the model ------------------------------------------------------------------------------
-class Seq2Seq(NeuralLM):
+class Seq2Seq(TorchModel):
     """Encoder-decoder over a source and a target vocabulary (`PairVocab`).
 
     ``fit(pairs, valid=pairs, run=run)`` trains through the generic Trainer; ``log_prob(pairs)``
@@ -219,14 +219,12 @@ class Seq2Seq(NeuralLM):
     """
 
     family = "seq2seq"
-    task = "seq2seq"
     Config = Seq2SeqConfig
     vocab_type = PairVocab
-    prime = None  # type: ignore[assignment]  # not a LanguageModel until given a source
-    carries_state = False
 
     def __init__(self, config: Seq2SeqConfig, vocab: PairVocab) -> None:
-        super().__init__(config, vocab)
+        super().__init__()
+        self.config, self.vocab = config, vocab
         self.encoder = Encoder(config, len(vocab.src))
         self.decoder = Decoder(config, len(vocab.tgt))
 
@@ -252,9 +250,6 @@ class Seq2Seq(NeuralLM):
         with self._inference(), without_onednn():  # batch-1 steps: PERF-NOTES trap 2
             logp, state, _ = self.decode_step(torch.tensor([token]), state)
         return logp[0], state
-
-    def initial_state(self, batch_size: int = 1) -> None:
-        return None  # nothing is carried between training batches
 
     # --- training --------------------------------------------------------------------------
     def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:  # type: ignore[override]

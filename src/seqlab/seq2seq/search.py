@@ -21,8 +21,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from seqlab.config import check_range
 from seqlab.errors import SeqlabError
-from seqlab.sampling import SampleConfig, pick
+from seqlab.sampling import SampleConfig, check_sampling, pick
 from seqlab.seq2seq.data import BOS_ID, EOS_ID, PAD_ID, length_sorted_batches, pad
 
 
@@ -52,10 +53,15 @@ class DecodeConfig:
         if self.strategy == "greedy" and self.n_best > 1:
             raise SeqlabError(f"greedy decoding gives one output per source, got n_best "
                               f"{self.n_best}; use strategy beam or sample")
-        if self.max_len_a < 0 or self.max_len_a + self.max_len_b < 1:
-            raise SeqlabError(f"decode.max_len_a must be >= 0 and allow >= 1 token, got "
-                              f"a={self.max_len_a}, b={self.max_len_b}")
-        SampleConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)  # checks
+        # Limits are computed in float64 and cast to int64: keep them far inside both.
+        check_range("decode.max_len_a", self.max_len_a, "in [0, 1000000]")
+        check_range("decode.max_len_b", self.max_len_b, "in [-1000000000, 1000000000]")
+        if self.max_len_a + self.max_len_b < 1:
+            raise SeqlabError(f"decode.max_len_a and decode.max_len_b must allow >= 1 token, "
+                              f"got a={self.max_len_a}, b={self.max_len_b}")
+        check_range("decode.length_penalty", self.length_penalty, ">= 0")
+        check_range("decode.seed", self.seed, ">= 0")  # a SeedSequence entropy word
+        check_sampling(self.temperature, self.top_k, self.top_p, prefix="decode.")
 
     def max_len(self, src_len: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.ceil(self.max_len_a * src_len.double() + self.max_len_b),
