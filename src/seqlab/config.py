@@ -10,6 +10,7 @@ to reject out-of-range and non-finite numbers with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tomllib
 import types
@@ -44,7 +45,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
         raise SeqlabError(
             f"unknown config key {prefix}{unknown[0]}; valid keys{where}: {', '.join(names)}"
         )
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -70,7 +71,9 @@ def check_range(key: str, value: Any, rule: str, *, null: bool = False) -> None:
 
 
 def _is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # isfinite(10**400) would overflow
 
 
 def _obeys(value: Any, rule: str) -> bool:
@@ -96,6 +99,13 @@ def _short(value: Any, limit: int = 60) -> str:
     """`repr(value)` cut to one short line, for error messages."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """`typing.get_type_hints`, once per class: it compiles every string annotation, which
+    made it most of the time spent resolving a config."""
+    return typing.get_type_hints(cls)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -162,7 +172,7 @@ def _coerce_scalar(value: Any, tp: type, key: str) -> Any:
             try:
                 return float(value)
             except OverflowError:  # an int with hundreds of digits
-                return math.copysign(math.inf, value)
+                return math.inf if value > 0 else -math.inf
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -25,7 +25,6 @@ queue scheme of Paine et al. 2016, "Fast WaveNet generation").
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from typing import Literal, Self
@@ -102,7 +101,10 @@ class ConvConfig:
         k = self.kernel_size
         assert k is not None and self.context is not None
         per_cycle = self.convs_per_layer * (k - 1)
-        levels = max(1, math.ceil(math.log2((self.context - 1) / (per_cycle * self.blocks) + 1)))
+        # The fewest levels L with per_cycle * blocks * (2**L - 1) >= context - 1, in integers
+        # (a float log2 overflows for a huge context).
+        need = -(-(self.context - 1) // (per_cycle * self.blocks))
+        levels = max(1, need.bit_length())
         return (f"model.context={self.context} needs a receptive field of at least "
                 f"{self.context} tokens, but {self.kind} with kernel_size {k} and dilations "
                 f"{', '.join(map(str, self.schedule))} gives {self.receptive_field}; valid: "
