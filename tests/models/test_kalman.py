@@ -316,3 +316,113 @@ def test_follows_the_sequence_model_protocol(tmp_path: Path) -> None:
     back = LinearGaussianSSM.load(run.best_path)
     assert np.array_equal(back.log_prob(X), m.log_prob(X))
     assert m.log_prob(X).shape == (200,) and m.generate(7, seed=0).shape == (7, 2)
+
+
+# --- input checks on every entry point -----------------------------------------------------------
+ENTRY_POINTS = {
+    "fit": lambda m, X, lengths: m.fit(X, lengths),
+    "filter": lambda m, X, lengths: m.filter(X, lengths),
+    "smooth": lambda m, X, lengths: m.smooth(X, lengths),
+    "log_prob": lambda m, X, lengths: m.log_prob(X, lengths),
+    "forecast": lambda m, X, lengths: m.forecast(X, 2, lengths),
+}
+BAD_INPUT = {  # name: (X, lengths, the message, as a regular expression)
+    "1-d for d = 2": (np.zeros(5), None,
+                      r"expected observations with d = 2 entries per step, got 1 \(observations "
+                      r"of shape \(5,\)\)"),
+    "4-d": (np.zeros((1, 2, 3, 2)), None,
+            r"observations must have shape \(T, d\) or \(B, T, d\), got \(1, 2, 3, 2\)"),
+    "scalar": (1.5, None, r"observations must have shape \(T, d\) or \(B, T, d\), got \(\)"),
+    "T = 0": (np.zeros((0, 2)), None,
+              r"expected at least one observation step, got an empty array of shape \(0, 2\)"),
+    "empty list": ([], None, r"expected at least one observation step, got an empty array of "
+                             r"shape \(0,\)"),
+    "batch of T = 0": (np.zeros((3, 0, 2)), None, r"got an empty array of shape \(3, 0, 2\)"),
+    "ragged list": ([np.zeros((3, 2)), np.zeros((5, 2))], None,
+                    r"observations must be one array, \(T, d\) or \(B, T, d\); pass sequences of "
+                    r"different lengths concatenated, with lengths=\[...\] \(got sequences of "
+                    r"lengths 3, 5\)"),
+    "ragged rows": ([[1.0, 2.0], [3.0]], None, r"got sequences of lengths 2, 1\)"),
+    "strings": ([["1.0", "2.0"]], None,
+                "observations must be real numbers, got an array of dtype <U3"),
+    "object entries": (np.array([[1.0, "x"]], dtype=object), None,
+                       r"observations must be real numbers, got a str entry \('x'\)"),
+    "complex": (np.ones((3, 2), dtype=complex), None,
+                "observations must be real numbers, got an array of dtype complex128"),
+    "lengths short": (np.zeros((5, 2)), [2, 2],
+                      "lengths must be non-negative and sum to len\\(X\\) = 5, got sum 4 over 2 "
+                      "sequences"),
+    "lengths negative": (np.zeros((5, 2)), [-1, 6], r"lengths must be a list of non-negative "
+                         r"integers summing to len\(X\) = 5, got \[-1, 6\]"),
+    "lengths fractional": (np.zeros((5, 2)), [2.5, 2.5], r"got \[2.5, 2.5\]"),
+    "lengths scalar": (np.zeros((5, 2)), 5, r"summing to len\(X\) = 5, got 5$"),
+    "lengths with a batch": (np.zeros((2, 3, 2)), [3, 3],
+                             r"pass lengths only with concatenated \(N, d\) observations"),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_observations_are_one_line_errors_everywhere(entry: str, case: str) -> None:
+    X, lengths, match = BAD_INPUT[case]
+    with pytest.raises(SeqlabError, match=match) as info:
+        ENTRY_POINTS[entry](_with(), X, lengths)
+    assert "\n" not in str(info.value)
+
+
+def test_forecast_steps_must_be_a_positive_integer() -> None:
+    X = np.zeros((4, 2))
+    for steps in (0, 2.5, True, "3"):
+        with pytest.raises(SeqlabError, match=f"steps must be an integer >= 1, got {steps!r}"):
+            _with().forecast(X, steps)
+
+
+def test_lists_none_and_integral_lengths_are_accepted() -> None:
+    """What the checks let through means what it says: None in a list is a missing entry, and
+    lengths may be floats with integral values, or include empty sequences."""
+    m = _random_model(seed=3)
+    _, X = m.sample(6, random_state=4)
+    with_gap = X.copy()
+    with_gap[2, 1] = np.nan
+    as_list = [[None if np.isnan(v) else float(v) for v in row] for row in with_gap]
+    assert np.array_equal(m.log_prob(as_list), m.log_prob(with_gap))
+    assert np.array_equal(m.log_prob(X, [2.0, 0, 4.0]), m.log_prob(X, [2, 0, 4]))
+    assert np.array_equal(m.log_prob(X, [2, 0, 4])[:2], m.log_prob(X[:2]))
+
+
+# --- checkpoints through the registry's path ------------------------------------------------------
+def test_checkpoint_round_trip_through_from_checkpoint(tmp_path: Path) -> None:
+    from seqlab.models.base import load_checkpoint_file
+
+    _, X = _random_model(seed=20).sample(80, random_state=21)
+    m = LinearGaussianSSM(**_random_model(seed=22).params(), em_vars=("R", "Q"), n_iter=3,
+                          random_state=5).fit(X)
+    m.save(tmp_path / "k.safetensors")
+    tensors, meta = load_checkpoint_file(tmp_path / "k.safetensors")
+    assert meta["family"] == "kalman"
+    back = LinearGaussianSSM.from_checkpoint(tensors, meta)
+    lp = back.log_prob(X)
+    assert lp.shape == (80,) and np.array_equal(lp, m.log_prob(X))
+    assert lp.sum() == pytest.approx(m.loglikelihood(X), rel=1e-12)  # per-step terms of log p(X)
+    assert back.em_vars == ("transition_covariance", "observation_covariance")
+    assert back.random_state == 5 and np.array_equal(back.sample(5)[1], m.sample(5)[1])
+    # the loaded parameters are the constructor's too: a refit starts where the file left off
+    again = LinearGaussianSSM(**back.get_params(deep=False)).fit(X)
+    assert again.history_[0] == pytest.approx(m.loglikelihood(X), rel=1e-12)
+
+
+def test_damaged_kalman_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    from seqlab.io import save_tensors
+
+    p = _random_model().params()
+    save_tensors(tmp_path / "a.safetensors", {k: v for k, v in p.items()
+                                              if k != "observation_matrix"}, {"family": "kalman"})
+    save_tensors(tmp_path / "b.safetensors", p, {"family": "particle"})
+    save_tensors(tmp_path / "c.safetensors", p, {"family": "kalman",
+                                                 "config": {"em_vars": ["F", "S"]}})
+    for name, match in (("a", "the kalman checkpoint is missing the array 'observation_matrix'"),
+                        ("b", "expected a kalman checkpoint, got 'particle'"),
+                        ("c", "em_vars must name parameters among")):
+        with pytest.raises(SeqlabError, match=f"{name}.safetensors: {match}") as info:
+            LinearGaussianSSM.load(tmp_path / f"{name}.safetensors")
+        assert "\n" not in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,86 @@ def test_bad_input_is_a_clear_value_error() -> None:
     for pf, match in cases:
         with pytest.raises(SeqlabError, match=match):
             pf.filter(X)
+
+
+# --- per-step scores and checkpoints --------------------------------------------------------------
+def test_log_prob_is_per_step_and_each_sequence_restarts_the_filter() -> None:
+    kalman, X = _data(40)
+    pf = BootstrapParticleFilter(linear_gaussian(**PARAMS), 20_000, random_state=6)
+    lp = pf.log_prob(X)
+    assert lp.shape == (40,) and np.array_equal(lp, pf.filter(X).step_log_likelihood)
+    assert lp.sum() == pf.loglikelihood(X)
+    both = pf.log_prob(X, lengths=[25, 15])
+    assert both.shape == (40,)
+    assert np.array_equal(both[:25], lp[:25])  # the first sequence draws the same stream
+    # the second starts again from the prior of z_1, so it estimates p(x_26..40) on its own
+    assert both[25:].sum() == pytest.approx(kalman.loglikelihood(X[25:]), abs=0.1)
+    assert pf.loglikelihood(X, lengths=[25, 15]) == pytest.approx(both.sum(), rel=1e-12)
+
+
+def test_checkpoint_round_trip_gives_identical_log_prob(tmp_path: Path) -> None:
+    from seqlab.models import load
+    from seqlab.models.base import load_checkpoint_file
+
+    _, X = _data(30)
+    pf = BootstrapParticleFilter(linear_gaussian(**PARAMS), 400, ess_threshold=0.7,
+                                 resampling="stratified", random_state=11)
+    path = tmp_path / "pf.safetensors"
+    pf.save(path)
+    tensors, meta = load_checkpoint_file(path)
+    assert meta["family"] == "particle" and meta["model"] == {"kind": "linear_gaussian"}
+    assert meta["config"] == {"n_particles": 400, "ess_threshold": 0.7,
+                              "resampling": "stratified", "random_state": 11}
+    back = BootstrapParticleFilter.from_checkpoint(tensors, meta)
+    assert np.array_equal(back.log_prob(X), pf.log_prob(X))
+    for name, value in PARAMS.items():
+        assert np.array_equal(getattr(back.model, name), value)
+    assert np.array_equal(BootstrapParticleFilter.load(path).log_prob(X), pf.log_prob(X))
+    assert np.array_equal(load(path).log_prob(X), pf.log_prob(X))  # the registry's loader
+    other_seed = BootstrapParticleFilter.from_checkpoint(tensors, meta).set_params(
+        random_state=12)
+    assert not np.array_equal(other_seed.log_prob(X), pf.log_prob(X))  # the seed was used
+
+
+def test_what_cannot_be_saved_is_a_one_line_error(tmp_path: Path) -> None:
+    model = linear_gaussian(**PARAMS)
+    callables = StateSpaceModel(model.initial, model.transition, model.log_likelihood)
+    cases = [
+        (BootstrapParticleFilter(callables, 10),
+         "cannot save a particle filter over StateSpaceModel: user callables cannot be stored, "
+         "only built-in parametric models \\(linear_gaussian\\)"),
+        (BootstrapParticleFilter(model, 10, random_state=np.random.default_rng(0)),
+         "cannot save a particle filter whose random_state is a Generator"),
+        (BootstrapParticleFilter(linear_gaussian(**{**PARAMS, "observation_covariance": [[-1.0]]}),
+                                 10),
+         "observation_covariance must be positive definite, got smallest eigenvalue -1"),
+    ]
+    for pf, match in cases:
+        with pytest.raises(SeqlabError, match=match) as info:
+            pf.save(tmp_path / "pf.safetensors")
+        assert "\n" not in str(info.value)
+    assert not (tmp_path / "pf.safetensors").exists()
+
+
+def test_damaged_particle_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
+    from seqlab.io import save_tensors
+
+    tensors = {f"model.{k}": v for k, v in PARAMS.items()}
+    good = {"family": "particle", "model": {"kind": "linear_gaussian"},
+            "config": {"n_particles": 10}}
+    files = {
+        "a": (tensors, {**good, "model": {"kind": "neural"}},
+              "expected a particle model kind among linear_gaussian, got 'neural'"),
+        "b": ({k: v for k, v in tensors.items() if k != "model.observation_matrix"}, good,
+              "the particle checkpoint is missing the array 'model.observation_matrix'"),
+        "c": (tensors, {**good, "config": {"n_particle": 10}},
+              "the particle checkpoint has unknown settings n_particle; valid: n_particles, "),
+        "d": (tensors, {**good, "config": {"resampling": "residual"}},
+              "resampling must be one of"),
+        "e": (tensors, {**good, "family": "kalman"}, "expected a particle checkpoint, got"),
+    }
+    for name, (arrays, meta, match) in files.items():
+        save_tensors(tmp_path / f"{name}.safetensors", arrays, meta)
+        with pytest.raises(SeqlabError, match=f"{name}.safetensors: {match}") as info:
+            BootstrapParticleFilter.load(tmp_path / f"{name}.safetensors")
+        assert "\n" not in str(info.value)
