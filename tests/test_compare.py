@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from seqlab import models
+from seqlab.tasks.lm import LanguageModeling
 from seqlab.cli import main
 from seqlab.data.vocab import Vocab
 from seqlab.experiment import evaluate_run
@@ -111,8 +112,8 @@ class UnigramLM(TokenModel):
 def test_any_protocol_family_joins(tmp_path: Path, tiny_text: Path, capsys,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(models.FAMILIES, "unigram", "tests.test_compare:UnigramLM")
-    monkeypatch.setitem(models.MODELS, "unigram", ("unigram", {}))
-    families = "unigram,ngram:order=2" + (",hmm" if "hmm" in models.MODELS else "")
+    monkeypatch.setitem(LanguageModeling.models, "unigram", ("unigram", {}))
+    families = "unigram,ngram:order=2,hmm"
     code = main(["compare", "--data", str(tiny_text), "--models", families,
                  "--out", str(tmp_path / "c"), "--json", "train.max_steps=5"])
     assert code == 0
@@ -150,8 +151,8 @@ def test_resume_keeps_finished_models(tmp_path: Path, tiny_text: Path, capsys) -
     ("lstm:hidden", [], "--models: expected name:key=value, got 'lstm:hidden'"),
     ("gru:peepholes=true", [], "model.peepholes applies to the lstm cell only"),
     ("lstm", ["model.hidden=3"], "seqlab compare takes data.* and train.* overrides"),
-    ("seq2seq", [], "seqlab compare ranks language models by bits per token; seq2seq is a "
-                    "seq2seq model"),
+    ("seq2seq", [], "tiny.txt:1: expected source<TAB>target"),  # its own task's data
+    ("seq2seq,lstm", [], "seqlab compare ranks models of one task on the same data"),
 ])
 def test_bad_input_is_one_line(models_arg: str, extra: list[str], message: str, tmp_path: Path,
                                tiny_text: Path, capsys) -> None:

@@ -1,17 +1,23 @@
-"""Every language-model family, through the protocol only: the invariants they all share.
+"""Every registered family, through the protocol only: the invariants they all share.
 
-step-by-step logits equal the full log_prob pass; priming equals stepping; save/load round-trips
-exactly; sampling is seeded; top-k = 1 equals greedy. New families join by adding a tiny config.
+The tables come from the registries (`seqlab.tasks`, `seqlab.models.FAMILIES`): a model name or
+family with no case here fails the suite instead of being skipped. Language models: step-by-step
+logits equal the full log_prob pass; priming equals stepping; save/load round-trips exactly;
+sampling is seeded; top-k = 1 equals greedy. Every other family: its checkpoint reloads through
+`models.load` and scores identically.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from tests.conftest import char_vocab, stepped_log_probs
 
-from seqlab import models
+from seqlab import models, tasks
 from seqlab.run import Run
 from seqlab.train import TrainConfig
 
@@ -25,7 +31,65 @@ TINY: dict[str, dict] = {
     "tcn": {"emb_dim": 8, "channels": 8, "levels": 3},
     "wavenet": {"emb_dim": 8, "channels": 8, "skip_channels": 8, "levels": 3, "blocks": 2},
 }
-NAMES = [n for n in TINY if n in models.MODELS]
+LM_NAMES = list(tasks.get("lm").models)  # every registered language model
+
+
+def _seq2seq() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from tests.seq2seq.conftest import reversal_pairs, tiny_model
+
+    from seqlab.seq2seq.data import Pairs
+
+    model = tiny_model()
+    pairs = Pairs.encode(reversal_pairs(12, seed=3), model.vocab)
+    return model, lambda m: m.log_prob(pairs)
+
+
+def _head() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.models.heads import HeadConfig, SequenceHead
+
+    torch.manual_seed(0)
+    model = SequenceHead(HeadConfig(vocab=2, outputs=2, output="sequence", loss="cross_entropy"))
+    x = torch.randint(0, 2, (3, 7))
+    return model, lambda m: m.eval()(x).detach().numpy()
+
+
+def _kalman() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
+
+    X = LinearGaussianSSM(**constant_velocity()).sample(60, random_state=0)[1]
+    model = LinearGaussianSSM(n_dim_state=4, n_iter=3).fit(X)
+    return model, lambda m: m.log_prob(X)
+
+
+def _particle() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
+    from seqlab.models.particle import BootstrapParticleFilter, linear_gaussian
+
+    params = constant_velocity()
+    X = LinearGaussianSSM(**params).sample(30, random_state=0)[1]
+    model = BootstrapParticleFilter(linear_gaussian(**params), n_particles=64, random_state=0)
+    return model, lambda m: m.log_prob(X)
+
+
+# Families outside the language-model task: a tiny instance and a scoring function.
+OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
+    "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle}
+
+
+def test_every_registered_model_and_family_has_a_case() -> None:
+    assert [n for n in LM_NAMES if n not in TINY] == [], "add a TINY entry for each new LM"
+    lm_families = {family for family, _ in tasks.get("lm").models.values()}
+    assert sorted(set(models.FAMILIES) - lm_families - set(OTHERS)) == [], (
+        "add a case to OTHERS for each new family")
+
+
+@pytest.mark.parametrize("family", sorted(OTHERS))
+def test_other_families_reload_through_the_registry(family: str, tmp_path) -> None:
+    model, score = OTHERS[family]()
+    model.save(tmp_path / "m.safetensors")
+    again = models.load(tmp_path / "m.safetensors")
+    assert type(again) is type(model)
+    np.testing.assert_array_equal(score(again), score(model))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +100,7 @@ def data() -> tuple:
     return v, train, rng.integers(0, len(v), size=80)
 
 
-@pytest.fixture(scope="module", params=NAMES)
+@pytest.fixture(scope="module", params=LM_NAMES)
 def fitted(request: pytest.FixtureRequest, data: tuple):
     torch.manual_seed(0)
     v, train, _ = data

@@ -15,7 +15,8 @@ from seqlab.errors import TrainingDiverged
 from seqlab.evaluate import evaluate
 from seqlab.io import load_tensors
 from seqlab.run import Run
-from seqlab.train import Schedule, StreamBatcher, TrainConfig
+from seqlab.tasks.lm import StreamBatcher
+from seqlab.train import Schedule, TrainConfig
 
 
 def _model(vocab, **kw):

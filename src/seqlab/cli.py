@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run folder")
     t.add_argument("--config", help="YAML or TOML config file")
-    t.add_argument("--model", help="model name (ngram, lstm, seq2seq, parity-lstm, kalman, ...)")
+    t.add_argument("--model", help="model name (ngram, lstm, seq2seq, kalman, ...; see README)")
     t.add_argument("--data", help="training data (default: the task's built-in data)")
     t.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
     t.add_argument("--test", help="separate test file (default: a fraction of --data)")

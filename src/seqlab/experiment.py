@@ -27,7 +27,7 @@ from seqlab.errors import SeqlabError
 from seqlab.io import FORMAT_VERSION, read_json, write_json
 from seqlab.run import Run
 from seqlab.sampling import SampleConfig
-from seqlab.tasks.base import Scored, Task, TaskData, Trainable
+from seqlab.tasks.base import BatchSource, Scored, Task, TaskData, Trainable
 from seqlab.train import Callback, TrainConfig, Trainer
 
 SECTIONS = ("model", "data", "train", "sample")
@@ -162,25 +162,29 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     """
     out, task = Path(out), exp.task
     check_out(exp, out, resume)
-    created = not out.exists()
+    # The outermost folder this call creates: removed again if the run never starts.
+    created = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
     try:
         with _workdir(out) as workdir:
             vocab = task.load_vocab(out / "vocab.json") if resume else None
             data = task.prepare(exp.data, workdir, vocab, exp.model)
+            model = build_seeded(exp, data.vocab)
+            # Batches are cut before the run folder exists too: too little data is bad input.
+            batches = (task.batches(data, exp.data, exp.train) if isinstance(model, Trainable)
+                       else None)
             with locked(out):
                 check_out(exp, out, resume)  # again, under the lock
                 if workdir != out / "data":
                     os.replace(workdir, out / "data")
                 run = _open_run(exp, out, resume, command, callbacks)
                 task.save_vocab(data.vocab, out / "vocab.json")
-                model = build_seeded(exp, data.vocab)
                 print(f"training {exp.model_name} on {task.describe_data(data)} into {out}",
                       file=log or sys.stderr)
-                fit(task, model, data, run, exp.data)
+                fit(task, model, data, run, batches)
                 best, scores = score_best(task, exp.model_name, run, data)
     except BaseException:
-        if created and not (out / "config.json").exists():
-            shutil.rmtree(out, ignore_errors=True)  # nothing of a run was written: leave no trace
+        if created is not None and not (out / "config.json").exists():
+            shutil.rmtree(created, ignore_errors=True)  # no run was written: leave no trace
         raise
     return best, data, scores
 
@@ -207,12 +211,13 @@ def _open_run(exp: Experiment, out: Path, resume: bool, command: list[str] | Non
     return Run(train=exp.train, dir=out, resume=resume, callbacks=list(callbacks or []))
 
 
-def fit(task: Task, model: Any, data: TaskData, run: Run, data_cfg: Any) -> None:
-    """Fit `model` on the task's training split: torch models through the generic trainer,
-    counting and EM models through their own ``fit``; the best model ends in the run folder."""
-    if isinstance(model, Trainable):
+def fit(task: Task, model: Any, data: TaskData, run: Run, batches: BatchSource | None) -> None:
+    """Fit `model` on the task's training split: torch models through the generic trainer on
+    `batches`, counting and EM models through their own ``fit``; the best model ends in the run
+    folder."""
+    if batches is not None:
         trainer = Trainer(run, metric=task.metric, mode=task.mode)
-        trainer.fit(model, task.batches(data, data_cfg, run.train), task.validate(model, data))
+        trainer.fit(model, batches, task.validate(model, data))
         return
     X, lengths, valid = task.estimator_inputs(data)
     model.fit(X, lengths, valid=valid, run=run)
@@ -286,7 +291,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
         raise SeqlabError(f"{run_dir}: a bare checkpoint has no data of its own; pass --data")
     cfg = from_dict(task.DataConfig, config["data"], prefix="data.")
     examples = task.prepare(cfg, Path(run_dir) / "data", getattr(model, "vocab", None),
-                            model.config)
+                            getattr(model, "config", None))
     examples = examples.split(split)
     if len(examples) == 0:
         raise SeqlabError(f"{run_dir}: the {split} split is empty; pass --split or --data")

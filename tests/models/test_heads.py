@@ -105,11 +105,10 @@ def test_sequence_output_learns_short_copy_memory() -> None:
 def test_checkpoint_roundtrip_and_bad_config() -> None:
     head = _head("tcn", output="mean")
     tensors, meta = head.checkpoint()
-    again = SequenceHead.from_config(meta["config"])
-    again.load_checkpoint(tensors)
+    again = SequenceHead.from_checkpoint(tensors, meta)
     x = torch.randn(2, 6, 3)
     torch.testing.assert_close(again.eval()(x), head(x), atol=0, rtol=0)
     with pytest.raises(SeqlabError, match="needs outputs >= 2 classes"):
         HeadConfig(loss="cross_entropy", outputs=1)
-    with pytest.raises(SeqlabError, match=r"unknown config key head\.recurrent\.hiden"):
-        SequenceHead.from_config({"recurrent": {"hiden": 3}})
+    with pytest.raises(SeqlabError, match=r"unknown config key model\.recurrent\.hiden"):
+        SequenceHead.config_from({"config": {"recurrent": {"hiden": 3}}})

@@ -313,7 +313,8 @@ def test_follows_the_sequence_model_protocol(tmp_path: Path) -> None:
     m.fit(X, run=run)
     records = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 4
-    back = LinearGaussianSSM.load(run.best_path)
+    m.save(tmp_path / "m.safetensors")  # the pipeline, not the family, writes the run folder
+    back = LinearGaussianSSM.load(tmp_path / "m.safetensors")
     assert np.array_equal(back.log_prob(X), m.log_prob(X))
     assert m.log_prob(X).shape == (200,) and m.generate(7, seed=0).shape == (7, 2)
 

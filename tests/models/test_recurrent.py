@@ -237,9 +237,9 @@ def test_cli_refuses_bidirectional_lm_without_writing(tmp_path, tiny_text, capsy
     assert not out.exists()
 
 
-@pytest.mark.parametrize("flag", [["--cell", "reference"], ["model.impl=reference"]])
+@pytest.mark.parametrize("flag", [["model.impl=reference"]])
 def test_cli_reference_cells_train(flag: list[str], tmp_path, tiny_text, capsys) -> None:
-    """``--cell reference`` (or ``model.impl=reference``) trains with the hand-written cells."""
+    """``model.impl=reference`` trains with the hand-written cells."""
     out = tmp_path / "run"
     code = main(["train", "--model", "gru", "--data", str(tiny_text), "--out", str(out),
                  *flag, "model.hidden=8", "model.emb_dim=4", "model.layers=1",

@@ -79,9 +79,9 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
 
 
 def build(name: str, vocab: Any, overrides: dict[str, Any] | None = None) -> Any:
-    """A fresh, untrained model: ``Family(config, vocab)``."""
+    """A fresh, untrained model: ``Family.from_config(config, vocab)``."""
     cls, _ = resolve(name)
-    model = cls(make_config(name, overrides), vocab)
+    model = cls.from_config(make_config(name, overrides), vocab)  # type: ignore[attr-defined]
     model.name = name
     return model
 

@@ -44,6 +44,11 @@ class Checkpointed:
         return from_dict(cls.Config, meta["config"], prefix="model.")
 
     @classmethod
+    def from_config(cls, config: Any, vocab: Any = None) -> Self:
+        """A fresh model from its validated config (what `seqlab.models.build` calls)."""
+        return cls(config, vocab)  # type: ignore[call-arg]
+
+    @classmethod
     def load(cls, path: str | Path) -> Self:
         from seqlab.models import load
 

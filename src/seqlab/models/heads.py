@@ -105,8 +105,3 @@ class SequenceHead(TorchModel):
                       ) -> tuple[torch.Tensor, None]:
         x, y = batch
         return self.loss(self(x), y), None
-
-    @classmethod
-    def from_config(cls, data: dict[str, Any]) -> SequenceHead:
-        """Build from a plain dict (e.g. a checkpoint's ``config``), strictly."""
-        return cls(from_dict(HeadConfig, data, prefix="head."))

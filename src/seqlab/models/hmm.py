@@ -763,8 +763,6 @@ class HMMLM(TokenModel):
         tracker = _FitTracker(self, run, valid, n_tok)
         self.hmm_.fit(data, lens, on_iteration=tracker)
         tracker.finish()
-        if run.best_path is not None:
-            self.save(run.best_path)  # EM keeps no optimizer state: the best model is all there is
         return self
 
     # --- scoring -------------------------------------------------------------------------

@@ -334,6 +334,23 @@ class _Batch:
         return np.concatenate([a[b, :n] for b, n in enumerate(self.lens)])
 
 
+@dataclass
+class KalmanConfig:
+    """The ``model`` section for ``--model kalman`` (the series task): EM from the defaults."""
+
+    n_dim_state: int | None = None  # n; None: the observation dimension
+    em_vars: str = "all"  # comma-separated parameters EM updates (F, H, Q, R, mu0, P0), or all
+    n_iter: int = 10  # EM iterations at most
+    tol: float = 0.0  # stop when the log-likelihood gains less than this
+
+    def __post_init__(self) -> None:
+        if (self.n_dim_state is not None and self.n_dim_state < 1) or self.n_iter < 1:
+            raise SeqlabError("model.n_dim_state and model.n_iter must be >= 1, got "
+                              f"{self.n_dim_state} and {self.n_iter}")
+        if not (math.isfinite(self.tol) and self.tol >= 0):
+            raise SeqlabError(f"model.tol must be finite and >= 0, got {self.tol}")
+
+
 class LinearGaussianSSM(Params):
     """Linear-Gaussian state-space model (see the module docstring for the equations).
 
@@ -353,6 +370,15 @@ class LinearGaussianSSM(Params):
     """
 
     family: ClassVar[str] = "kalman"
+    Config: ClassVar[type] = KalmanConfig
+    name: str = "kalman"  # the registry name, for tables
+
+    @classmethod
+    def from_config(cls, config: KalmanConfig, vocab: Any = None) -> Self:
+        """The CLI's builder (`seqlab.models.build`): real-valued data has no vocabulary."""
+        em = "all" if config.em_vars == "all" else tuple(
+            v.strip() for v in config.em_vars.split(",") if v.strip())
+        return cls(config.n_dim_state, em_vars=em, n_iter=config.n_iter, tol=config.tol)
 
     def __init__(self, n_dim_state: int | None = None, n_dim_obs: int | None = None, *,
                  transition_matrix: Any = None, observation_matrix: Any = None,
@@ -390,9 +416,10 @@ class LinearGaussianSSM(Params):
             return {p: getattr(self, p + "_") for p in PARAMS}
         return self._initial_params()
 
-    def _initial_params(self) -> dict[str, np.ndarray]:
-        """The constructor's parameters, defaults filled in and checked."""
-        n, d = self._dims(None)
+    def _initial_params(self, d_data: int | None = None) -> dict[str, np.ndarray]:
+        """The constructor's parameters, defaults filled in and checked; dimensions nothing
+        else fixes come from the data (`d_data` entries per step), as in pykalman."""
+        n, d = self._dims(d_data)
         defaults = {"transition_matrix": np.eye(n), "observation_matrix": np.eye(d, n),
                     "transition_covariance": np.eye(n), "observation_covariance": np.eye(d),
                     "initial_state_mean": np.zeros(n), "initial_state_covariance": np.eye(n)}
@@ -546,7 +573,8 @@ class LinearGaussianSSM(Params):
             ) -> Self:
         """EM for the parameters in ``em_vars``; ``history_`` holds log p(X) per iteration
         (computed in each E-step, before that iteration's M-step)."""
-        p, which = self._initial_params(), self._em_set()
+        X = as_observations(X)
+        p, which = self._initial_params(X.shape[-1] if X.ndim > 1 else 1), self._em_set()
         batch = self._batch(X, lengths, d=p["observation_matrix"].shape[0])
         if self.n_iter < 1:
             raise SeqlabError(f"n_iter must be >= 1, got {self.n_iter}")
@@ -561,8 +589,6 @@ class LinearGaussianSSM(Params):
             if it > 0 and self.history_[-1] - self.history_[-2] < self.tol:
                 break
         self._set(p)
-        if run is not None and run.best_path is not None:
-            self.save(run.best_path)
         return self
 
     def _em_step(self, batch: _Batch, p: dict[str, np.ndarray], which: set[str]

@@ -205,8 +205,6 @@ class NGramLM(TokenModel):
         # the suffix of a k-gram ends where it ends: read its id at one occurrence
         suffixes = {k: (pos.s if k == 2 else ids[k - 1][0])[ids[k][3]] for k in range(2, n + 1)}
         self._backoff_tables(suffixes)
-        if run is not None and run.best_path is not None:
-            self.save(run.best_path)  # counting has no "last": the fitted model is the best
         if run is not None:
             run.log({"kind": "fit", "step": 0, "order": n, "tokens": int((~pos.barrier).sum()),
                      "ngrams": [int((c > 0).sum()) for c in self.counts_],

@@ -64,6 +64,9 @@ class Translation:
     def batches(self, data: PairData, cfg: DataConfig, train: Any) -> PairBatcher:
         return PairBatcher(data.train, train.batch_size, train.seed, cfg.bucket)
 
+    def estimator_inputs(self, data: PairData) -> tuple[Any, Any, Any]:
+        raise SeqlabError("the seq2seq task trains torch models only")
+
     def validate(self, model: Any, data: PairData) -> Callable[[], Metrics] | None:
         if len(data.valid) == 0:
             return None

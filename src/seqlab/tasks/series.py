@@ -1,9 +1,10 @@
 """The time-series task: predict the next observation of real-valued sequences.
 
 Data is a text file with one observation per line (``d`` numbers separated by spaces, tabs or
-commas; ``nan`` marks a missing entry) and a blank line between independent sequences, or a
-seeded constant-velocity simulation (``data.path=generate``). One sequence is split in time
-(train first, then valid, then test); several are split by sequence. The metric is the exact
+commas; ``nan`` marks a missing entry) and a blank line between independent sequences, or
+seeded constant-velocity tracks (``data.path=generate``). Several sequences are split by
+sequence; a single one is split in time (train first, then valid, then test), each block scored
+from the model's initial state. The metric is the exact
 negative log-likelihood per observed step, in nats (``log_prob`` of the protocol), which the
 linear-Gaussian model computes with the Kalman filter.
 
@@ -36,13 +37,15 @@ class SeriesConfig(SplitConfig):
     """Observations from a file, or a simulated constant-velocity target (2-d positions)."""
 
     path: str = GENERATED  # a file of observations, or "generate"
-    steps: int = 2000  # generated steps
+    sequences: int = 40  # generated independent tracks (split by track)
+    steps: int = 100  # generated steps per track
     seed: int = 0  # the simulation's seed
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.steps < 10:
-            raise SeqlabError(f"data.steps must be >= 10, got {self.steps}")
+        if self.steps < 2 or self.sequences < 3:
+            raise SeqlabError("data.steps must be >= 2 and data.sequences >= 3, got "
+                              f"{self.steps} and {self.sequences}")
 
 
 def parse(lines: Sequence[str], where: str) -> list[np.ndarray]:
@@ -79,11 +82,14 @@ def _read(path: str) -> list[np.ndarray]:
     return parse(p.read_text(encoding="utf-8").splitlines(), path)
 
 
-def simulate(steps: int, seed: int) -> np.ndarray:
-    """Noisy 2-d positions of a constant-velocity target (Bar-Shalom's textbook model)."""
+def simulate(sequences: int, steps: int, seed: int) -> list[np.ndarray]:
+    """Noisy 2-d positions of independent constant-velocity targets (Bar-Shalom's textbook
+    model), each starting from the model's initial distribution."""
     from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
 
-    return LinearGaussianSSM(**constant_velocity()).sample(steps, random_state=seed)[1]
+    tracks = LinearGaussianSSM(**constant_velocity()).sample(steps, sequences,
+                                                              random_state=seed)[1]
+    return list(tracks)  # (B, T, 2) -> B arrays (T, 2)
 
 
 @dataclass
@@ -133,20 +139,18 @@ class SeriesForecasting:
 
     def prepare(self, cfg: SeriesConfig, workdir: Path, vocab: Any = None,
                 model: Any = None) -> SeriesData:
-        main = [simulate(cfg.steps, cfg.seed)] if cfg.path == GENERATED else _read(cfg.path)
-        valid = _read(cfg.valid) if cfg.valid else []
-        test = _read(cfg.test) if cfg.test else []
+        main = (simulate(cfg.sequences, cfg.steps, cfg.seed) if cfg.path == GENERATED
+                else _read(cfg.path))
         if len(main) == 1:  # one series: contiguous blocks in time
-            n_train, n_valid, n_test = cfg.split_sizes(len(main[0]))
-            x = main[0]
-            train = [x[:n_train]]
-            valid = valid or [x[n_train : n_train + n_valid]] if n_valid else valid
-            test = test or [x[n_train + n_valid :]] if n_test else test
+            n_train, n_valid, _ = cfg.split_sizes(len(main[0]))
+            cuts = np.split(main[0], [n_train, n_train + n_valid])
         else:  # several: whole sequences
             n_train, n_valid, _ = cfg.split_sizes(len(main))
-            train = main[:n_train]
-            valid = valid or main[n_train : n_train + n_valid]
-            test = test or main[n_train + n_valid :]
+            cuts = [main[:n_train], main[n_train : n_train + n_valid], main[n_train + n_valid :]]
+        train, valid, test = ([c] if len(main) == 1 and len(c) else
+                              [] if len(main) == 1 else list(c) for c in cuts)
+        valid = _read(cfg.valid) if cfg.valid else valid
+        test = _read(cfg.test) if cfg.test else test
         if not train or len(train[0]) < 2:
             raise SeqlabError(f"{cfg.path}: expected at least 2 training steps, got "
                               f"{sum(len(s) for s in train)}")

@@ -1,0 +1,164 @@
+"""Crashes and bad input, tried as a user would: each is one line on stderr, a non-zero exit
+status, no traceback, and no file changed (sha256 of every file before and after)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tests.test_cli import snapshot
+
+from seqlab.cli import main
+from seqlab.experiment import locked
+from seqlab.io import load_tensors
+
+KEYS = ["model.hidden=16", "model.layers=1", "model.emb_dim=8", "train.batch_size=4",
+        "train.seq_len=16", "train.progress=false", "train.eval_interval=3"]
+
+
+def run(*args: object) -> int:
+    return main([str(a) for a in args])
+
+
+def one_line_error(capsys: pytest.CaptureFixture, code: int, *args: object) -> str:
+    """Run the CLI; exactly one "seqlab:" line on stderr (after any progress lines)."""
+    capsys.readouterr()
+    assert run(*args) == code
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("seqlab:")]
+    assert len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.fixture
+def text(tmp_path: Path) -> Path:
+    p = tmp_path / "small.txt"
+    p.write_text("the cat sat on the mat.\nthe dog ate the log.\n" * 60, encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def trained(tmp_path: Path, text: Path) -> Path:
+    out = tmp_path / "run"
+    assert run("train", "--model", "lstm", "--data", text, "--out", out, "--max-steps", 6,
+               *KEYS) == 0
+    return out
+
+
+def finite(path: Path) -> bool:
+    tensors, _ = load_tensors(path)
+    return all(bool(torch.isfinite(t).all()) for k, t in tensors.items()
+               if t.is_floating_point() and k.startswith("model."))
+
+
+def test_exploding_weights_are_never_saved(tmp_path: Path, text: Path, capsys) -> None:
+    """The issue's reproduction: SGD at lr 1e7 without clipping. Training stops on the
+    non-finite gradient norm; every checkpoint left holds finite weights, and eval and sample
+    of the run still work."""
+    out = tmp_path / "r"
+    err = one_line_error(
+        capsys, 3, "train", "--model", "rnn", "--data", text, "--out", out, "--max-steps", 300,
+        "model.hidden=16", "model.layers=1", "model.nonlinearity=relu", "train.optimizer=sgd",
+        "train.lr=1e7", "train.warmup_steps=1000000", "train.clip_norm=null",
+        "train.eval_interval=5", "train.progress=false", "train.batch_size=4",
+        "train.seq_len=16")
+    assert "training stopped" in err
+    for name in ("best.safetensors", "last.safetensors"):
+        if (out / name).exists():
+            assert finite(out / name), name
+    if (out / "best.safetensors").exists():
+        capsys.readouterr()
+        assert run("eval", out, "--json") == 0
+        assert math.isfinite(json.loads(capsys.readouterr().out)["bits_per_token"])
+
+
+def test_divergence_without_nan_is_stopped(tmp_path: Path, text: Path, capsys) -> None:
+    err = one_line_error(capsys, 3, "train", "--model", "lstm", "--data", text, "--out",
+                         tmp_path / "r", "--max-steps", 60, "train.lr=1e6",
+                         "train.warmup_steps=1", *KEYS)
+    assert "training stopped" in err
+
+
+def test_a_second_process_gets_a_one_line_error(trained: Path, text: Path, capsys) -> None:
+    before = snapshot(trained)
+    with locked(trained):  # as a training process holds it
+        err = one_line_error(capsys, 2, "train", "--model", "lstm", "--data", text, "--out",
+                             trained, "--max-steps", 8, "--resume", *KEYS)
+    assert "in use by another seqlab process" in err
+    assert snapshot(trained) == before
+
+
+def test_checkpoint_of_another_family_in_a_run_folder(trained: Path, text: Path, tmp_path: Path,
+                                                     capsys) -> None:
+    ngram = tmp_path / "ng"
+    assert run("train", "--model", "ngram", "--data", text, "--out", ngram) == 0
+    shutil.copy(ngram / "best.safetensors", trained / "best.safetensors")
+    before = snapshot(trained)
+    err = one_line_error(capsys, 2, "eval", trained)
+    assert "expected a recurrent checkpoint for the run's model lstm, got a ngram" in err
+    assert snapshot(trained) == before
+
+
+def test_resume_without_last_checkpoint(trained: Path, text: Path, capsys) -> None:
+    (trained / "last.safetensors").unlink()
+    before = snapshot(trained)
+    err = one_line_error(capsys, 2, "train", "--model", "lstm", "--data", text, "--out",
+                         trained, "--max-steps", 8, "--resume", *KEYS)
+    assert "expected last.safetensors to resume from" in err
+    assert snapshot(trained) == before
+
+
+def test_failed_resume_rewrites_nothing(trained: Path, text: Path, capsys) -> None:
+    before = snapshot(trained)
+    err = one_line_error(capsys, 2, "train", "--model", "lstm", "--data", text, "--out",
+                         trained, "--max-steps", 8, "--resume", "train.lr=1e-2", *KEYS)
+    assert "holds a different run: train.lr" in err
+    assert snapshot(trained) == before
+
+
+def test_out_naming_a_file_and_a_config_that_is_a_list(tmp_path: Path, text: Path,
+                                                       trained: Path, capsys) -> None:
+    target = tmp_path / "afile"
+    target.write_text("keep\n")
+    err = one_line_error(capsys, 2, "train", "--model", "lstm", "--data", text, "--out",
+                         target, *KEYS)
+    assert "got an existing file" in err and target.read_text() == "keep\n"
+    (trained / "config.json").write_text("[1, 2]\n")
+    before = snapshot(trained)
+    assert "expected a JSON object" in one_line_error(capsys, 2, "eval", trained)
+    one_line_error(capsys, 2, "train", "--model", "lstm", "--data", text, "--out", trained,
+                   "--resume", *KEYS)
+    assert snapshot(trained) == before
+
+
+def test_ctrl_c_saves_and_exits_130(tmp_path: Path, text: Path) -> None:
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "seqlab", "train", "--model", "lstm", "--data", str(text),
+           "--out", str(out), "--max-steps", "100000", "train.log_interval=1", *KEYS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("seqlab: interrupted at step ") and "saved" in last, err
+    assert "Traceback" not in err and finite(out / "last.safetensors")
+    step = int(last.split("step ")[1].split(",")[0])
+    meta = load_tensors(out / "last.safetensors")[1]
+    assert meta["trainer"]["progress"]["step"] == step
