@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from seqlab import models
-from seqlab.tasks.lm import LanguageModeling
 from seqlab.cli import main
 from seqlab.data.vocab import Vocab
 from seqlab.experiment import evaluate_run
 from seqlab.io import load_tensors, save_tensors
 from seqlab.models.base import TokenModel
 from seqlab.run import Run
+from seqlab.tasks.lm import LanguageModeling
 
 TINY = ["train.batch_size=4", "train.seq_len=16", "train.progress=false",
         "train.eval_interval=3", "train.log_interval=2"]

@@ -1,7 +1,8 @@
 """Seq2seq benchmarks: reversal, addition and SCAN, each with and without attention.
 
 Every experiment trains through the same library call as ``seqlab train --model seq2seq``
-(`seqlab.experiment.train`, the generic pipeline), then decodes the test set greedily and with beam search,
+(`seqlab.experiment.train`, the generic pipeline), then decodes the test set greedily and
+with beam search,
 timing both in CPU seconds. The reference figures are the published ones (Joey NMT's reverse
 task; Lake & Baroni 2018 for SCAN); for speed, batched decoding is compared with the same
 search run one sentence at a time, measured in the same process. Results are merged into
@@ -30,9 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqlab import experiment as s2s
 from seqlab.experiment import resolve
 from seqlab.io import load_tensors, write_json
-from seqlab import experiment as s2s
 from seqlab.seq2seq.data import Pairs, decode
 from seqlab.seq2seq.metrics import exact_match
 from seqlab.seq2seq.plot import attention_png

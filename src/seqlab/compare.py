@@ -8,7 +8,8 @@ Each specification is trained by the generic pipeline (``seqlab.experiment.train
 vocabulary and one split. All models must belong to one task; the leaderboard ranks them by
 that task's metric (bits per token for language models, token accuracy for tagging, ...): per
 model, the metric on the validation and test splits, the number of stored parameters, the
-training time and the training tokens per second. It is printed, and saved as ``leaderboard.json`` and ``leaderboard.md``, with
+training time and the training tokens per second. It is printed, and saved as
+``leaderboard.json`` and ``leaderboard.md``, with
 the learning curves (from each run's ``metrics.jsonl``) in ``learning_curves.png``.
 
 Nothing here knows a model family. Scores come from the protocol's ``log_prob`` (through

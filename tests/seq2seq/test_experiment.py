@@ -9,8 +9,8 @@ import pytest
 from tests.conftest import SHARED_DATA
 from tests.seq2seq.conftest import reversal_pairs, write_tsv
 
-from seqlab.experiment import resolve
 from seqlab import experiment
+from seqlab.experiment import resolve
 from seqlab.seq2seq.data import DataConfig, prepare
 
 SCAN = SHARED_DATA / "scan"

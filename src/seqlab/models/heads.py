@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.config import from_dict
 from seqlab.errors import SeqlabError
 from seqlab.models.base import TorchModel
 from seqlab.models.conv import ConvConfig, build_stack
