@@ -7,7 +7,7 @@ import pytest
 from seqlab.config import apply_overrides, from_dict, load_file
 from seqlab.errors import SeqlabError
 from seqlab.experiment import resolve
-from seqlab.train import TrainConfig
+from seqlab.run import TrainConfig
 
 
 def test_unknown_key_lists_valid_keys() -> None:

@@ -21,7 +21,7 @@ from seqlab import precision
 from seqlab.config import from_dict
 from seqlab.errors import SeqlabError
 from seqlab.precision import autocast, resolve_precision
-from seqlab.train import TrainConfig
+from seqlab.run import TrainConfig
 
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 

@@ -18,8 +18,7 @@ import torch
 from tests.conftest import char_vocab, stepped_log_probs
 
 from seqlab import models, tasks
-from seqlab.run import Run
-from seqlab.train import TrainConfig
+from seqlab.run import Run, TrainConfig
 
 TINY: dict[str, dict] = {
     "ngram": {"order": 3},

@@ -12,11 +12,11 @@ from tests.conftest import char_vocab, markov2_source, sample_markov2
 
 from seqlab import models
 from seqlab.errors import TrainingDiverged
-from seqlab.evaluate import evaluate
 from seqlab.io import load_tensors
-from seqlab.run import Run
+from seqlab.run import Run, TrainConfig
+from seqlab.scoring import evaluate
 from seqlab.tasks.lm import StreamBatcher
-from seqlab.train import Schedule, TrainConfig
+from seqlab.trainer import Schedule
 
 
 def _model(vocab, **kw):
@@ -159,7 +159,7 @@ def test_step_schedule_halves_per_epoch_after_decay_start() -> None:
 
 def test_best_checkpoint_follows_select_metric(tmp_path, stream) -> None:
     """With select_mode=max the best checkpoint is the step with the highest metric."""
-    from seqlab.train import Trainer
+    from seqlab.trainer import Trainer
 
     v, train, _ = stream
     accuracy = iter([0.2, 0.9, 0.5, 0.1, 0.3, 0.4])  # evaluations at steps 7, 14, ..., 35

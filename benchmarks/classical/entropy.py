@@ -10,7 +10,7 @@ held-out ones. On the held-out symbols, in bits/symbol: the true model (the forw
 with the true parameters: the best any model can do, up to sampling noise), seqlab's
 Baum-Welch fit (``hmm``, K = 8, 4 restarts), the Kneser-Ney n-gram at several orders, and a
 small LSTM trained for a fixed budget (its best validation checkpoint). All four families go
-through the same protocol and the same `seqlab.evaluate`.
+through the same protocol and the same `seqlab.scoring`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from benchmarks.classical.timing import RESULTS
 from benchmarks.common import markdown_table, write_results
 from seqlab import models
 from seqlab.data.vocab import Vocab
-from seqlab.evaluate import evaluate
 from seqlab.models.hmm import CategoricalHMM
-from seqlab.run import Run
-from seqlab.train import TrainConfig
+from seqlab.run import Run, TrainConfig
+from seqlab.scoring import evaluate
 
 K, M = 8, 16
 

@@ -24,7 +24,7 @@ from benchmarks.classical.timing import RESULTS
 from benchmarks.common import SHARED_DATA, markdown_table, write_results
 from seqlab import models
 from seqlab.data.corpus import DataConfig, prepare
-from seqlab.evaluate import evaluate
+from seqlab.scoring import evaluate
 
 PTB = SHARED_DATA / "ptb"
 PUBLISHED = {("word", 5): ("KN5, Mikolov et al. 2011", 141.2, "perplexity"),

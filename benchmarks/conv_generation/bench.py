@@ -19,7 +19,8 @@ import torch
 
 from benchmarks.common import check_quiet, markdown_table, write_results
 from seqlab.data.vocab import Vocab
-from seqlab.models.conv import ConvConfig, ConvLM
+from seqlab.models.conv import ConvLM
+from seqlab.nn.conv import ConvConfig
 
 HERE = Path(__file__).parent
 CONFIGS = {

@@ -30,8 +30,8 @@ from seqlab.config import from_dict
 from seqlab.data.corpus import DataConfig
 from seqlab.experiment import Experiment, train
 from seqlab.models import make_config
+from seqlab.run import TrainConfig
 from seqlab.tasks.lm import StreamBatcher
-from seqlab.train import TrainConfig
 
 HERE = Path(__file__).parent
 WORK = HERE / "_work"

@@ -5,7 +5,7 @@ predicting 1 scores 0.167) and copy memory (cross-entropy, reported over all T +
 the paper's Table 1, whose memoryless baseline is 10 ln 8 / (T + 20), and on the last ten steps).
 Models: tanh RNN, LSTM, GRU (one layer, sized to ~70K / ~15K parameters like the paper's) and
 the paper's TCN (adding: 8 levels, kernel 7, 30 channels; copy: 8 levels, kernel 8, 10
-channels). Training is the generic `seqlab.train.Trainer` with a wall-clock budget per model,
+channels). Training is the generic `seqlab.trainer.Trainer` with a wall-clock budget per model,
 batch 32, the paper's training-set sizes (50,000 / 10,000) and a 1,000-sequence test set.
 
     flock /tmp/seqlab-cpu.lock nice -n 5 .venv/bin/python -m benchmarks.synthetic.run \\
@@ -24,10 +24,10 @@ from typing import Any
 import torch
 
 from benchmarks.common import markdown_table, write_results
-from seqlab.models.conv import ConvConfig
+from seqlab.nn.conv import ConvConfig
 from seqlab.models.heads import HeadConfig, SequenceHead
-from seqlab.models.recurrent import StackConfig
-from seqlab.run import Run
+from seqlab.nn.recurrent import StackConfig
+from seqlab.run import Callback, Run, TrainConfig
 from seqlab.synthetic import (
     MEMORY,
     TaskBatcher,
@@ -36,7 +36,7 @@ from seqlab.synthetic import (
     copy_baseline,
     copy_memory,
 )
-from seqlab.train import Callback, TrainConfig, Trainer
+from seqlab.trainer import Trainer
 
 HERE = Path(__file__).parent
 # Bai et al. 2018, Table 1 (adding T=600: MSE; copy T=1000: cross-entropy over all steps).

@@ -25,10 +25,10 @@ from torch import nn
 from benchmarks.common import SHARED_DATA, check_quiet, markdown_table, write_results
 from seqlab import models
 from seqlab.data.corpus import DataConfig, prepare
-from seqlab.evaluate import evaluate
 from seqlab.experiment import Experiment, train
+from seqlab.run import TrainConfig
 from seqlab.sampling import SampleConfig, sample_text
-from seqlab.train import TrainConfig
+from seqlab.scoring import evaluate
 
 HERE = Path(__file__).parent
 DATA = SHARED_DATA / "tinyshakespeare" / "input.txt"

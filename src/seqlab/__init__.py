@@ -4,7 +4,7 @@ The main calls (`train`, `load`, `evaluate`, `sample`, `compare`, in `seqlab.api
 families are importable from here; the families load lazily, so ``import seqlab`` stays cheap::
 
     import seqlab
-    run = seqlab.train("lstm", data="input.txt", out="runs/lstm", train={"max_steps": 500})
+    run = seqlab.train("lstm", "input.txt", out="runs/lstm", train={"max_steps": 500})
     print(seqlab.sample(run.model, "ROMEO:", length=200))
     hmm = seqlab.CategoricalHMM(n_components=8).fit(X, lengths)   # scikit-learn style
 """

@@ -1,12 +1,12 @@
 """The Python API: the CLI's calls for notebooks and scripts.
 
     >>> import seqlab
-    >>> run = seqlab.train("ngram", data="input.txt", out="runs/ng", model={"order": 5})
+    >>> run = seqlab.train("ngram", "input.txt", out="runs/ng", model={"order": 5})
     >>> run.scores[-1].bits_per_token                     # test split
     >>> model = seqlab.load("runs/ng")                    # any run folder or checkpoint
     >>> seqlab.evaluate("runs/ng", data="other.txt")      # the task's metrics
     >>> seqlab.sample(model, prompt="ROMEO:", length=200, seed=1)
-    >>> seqlab.compare(["ngram", "lstm"], data="input.txt", out="runs/cmp", max_minutes=1)
+    >>> seqlab.compare(["ngram", "lstm"], "input.txt", out="runs/cmp", max_minutes=1)
 
 Every call goes through the same pipeline as the command line (`seqlab.experiment`), so a run
 made here resumes, evaluates and serves from the CLI, and the other way round. Sections are
@@ -33,16 +33,22 @@ class Trained:
     out: Path
 
 
-def train(model: str, *, data: str | None = None, out: str | Path, resume: bool = False,
-          **sections: dict[str, Any]) -> Trained:
-    """Train model `model` (a registry name: ngram, lstm, seq2seq, kalman, ...) on `data` into
-    run folder `out`. `sections` are ``model=``, ``data=``, ``train=`` and ``sample=`` dicts."""
-    from seqlab.experiment import resolve, train as run_train
+def train(name: str, data: str | Path | None = None, *, out: str | Path,
+          model: dict[str, Any] | None = None, train: dict[str, Any] | None = None,
+          data_config: dict[str, Any] | None = None, sample: dict[str, Any] | None = None,
+          resume: bool = False) -> Trained:
+    """Train model `name` (a registry name: ngram, lstm, seq2seq, kalman, ...) on the file
+    `data` (default: the task's built-in data) into run folder `out`. `model`, `train`,
+    `data_config` and `sample` are the config sections as dicts (the CLI's ``model.*``,
+    ``train.*``, ``data.*`` and ``sample.*`` keys)."""
+    from seqlab.experiment import resolve
+    from seqlab.experiment import train as run_train
 
-    raw: dict[str, Any] = {k: dict(v) for k, v in sections.items()}
-    raw.setdefault("model", {})["name"] = model
+    raw: dict[str, Any] = {"model": {**(model or {}), "name": name},
+                           "data": dict(data_config or {}), "train": dict(train or {}),
+                           "sample": dict(sample or {})}
     if data is not None:
-        raw.setdefault("data", {})["path"] = str(data)
+        raw["data"]["path"] = str(data)
     best, prepared, scores = run_train(resolve(raw), out, resume=resume)
     return Trained(best, scores, prepared, Path(out))
 
@@ -75,19 +81,20 @@ def sample(model: Any, prompt: str = "", *, length: int = 200, seed: int = 0,
     return "".join(next(iter(sample_text(model, cfg))))
 
 
-def compare(models: list[str] | str, *, data: str | None = None, out: str | Path,
+def compare(models: list[str] | str, data: str | Path | None = None, *, out: str | Path,
             max_minutes: float | None = None, max_steps: int | None = None,
-            **sections: dict[str, Any]) -> list[dict[str, Any]]:
+            train: dict[str, Any] | None = None, data_config: dict[str, Any] | None = None
+            ) -> list[dict[str, Any]]:
     """Train every spec (``"lstm:hidden=512"``) on the same data and budget; the leaderboard
     rows, best first (also saved in `out`)."""
-    from seqlab import compare as cmp
+    from seqlab import leaderboard as cmp
     from seqlab.config import from_dict
-    from seqlab.train import TrainConfig
+    from seqlab.run import TrainConfig
 
     specs = cmp.parse_specs(models)
     task = cmp.task_of(specs)
-    data_raw = {**sections.get("data", {}), **({"path": str(data)} if data else {})}
-    train_raw = dict(sections.get("train", {}))
+    data_raw = {**(data_config or {}), **({"path": str(data)} if data else {})}
+    train_raw = dict(train or {})
     if max_minutes is not None:
         train_raw.update(max_minutes=max_minutes, max_steps=max_steps or 10**9)
     elif max_steps is not None:

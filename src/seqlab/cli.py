@@ -141,7 +141,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 # Modules adding subcommands: each has ``register(subparsers) -> {name: handler}``. Each task
 # adds its own too (``sample`` for language models, ``translate`` for seq2seq).
-PLUGINS = ("seqlab.compare", "seqlab.diagnose")
+PLUGINS = ("seqlab.leaderboard", "seqlab.diagnose")
 
 
 def _register_plugins(sub: Any) -> None:

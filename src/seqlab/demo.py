@@ -1,6 +1,6 @@
 """The README's first command: an n-gram and a small LSTM on Python's documentation.
 
-Both models train through `seqlab.compare` on the same split of the built-in corpus (char level,
+Both models train through `seqlab.leaderboard` on the same split of the built-in corpus (char level,
 90/5/5); the demo prints the leaderboard of held-out bits per character, then a sample from each
 model. It takes about four minutes on two cores, set-up included.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from seqlab.compare import compare, markdown, parse_specs
 from seqlab.data.corpus import DataConfig
 from seqlab.experiment import load_run
+from seqlab.leaderboard import compare, markdown, parse_specs
+from seqlab.run import TrainConfig
 from seqlab.sampling import SampleConfig, sample_text
-from seqlab.train import TrainConfig
 
 SPECS = "ngram:order=6,lstm:emb_dim=64:hidden=256:layers=2"
 

@@ -4,7 +4,7 @@ For a trained (or untrained) run, ``seqlab diagnose RUN_DIR`` takes windows of T
 the run's data, lets the model predict the last token from the T before it, and measures the
 norm of dL/dh_t for every t in the window: for the input embeddings and for every layer (for
 recurrent models, the *total* derivative through the recurrence, read from the hand-written
-cells whatever the training implementation; see `seqlab.models.recurrent.RecurrentStack.trace`).
+cells whatever the training implementation; see `seqlab.nn.recurrent.RecurrentStack.trace`).
 Plotted against the distance from the loss, a straight line on a log scale is a gradient that
 vanishes (falling) or explodes (rising) geometrically; the fitted per-step factor says how fast.
 
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from seqlab.errors import SeqlabError, TrainingDiverged
 from seqlab.io import atomic_open, write_json
-from seqlab.models.recurrent import RecurrentStack, StackConfig
+from seqlab.nn.recurrent import RecurrentStack, StackConfig
 
 # Untrained stacks compared by ``--cells``: label -> StackConfig overrides.
 CELLS: dict[str, dict[str, Any]] = {
@@ -105,9 +105,9 @@ def clipping_runs(*, lr: float = 0.1, steps: int = 200, T: int = 50, seed: int =
     which training diverged (the loss became inf or NaN), if it did.
     """
     from seqlab.models.heads import HeadConfig, SequenceHead
-    from seqlab.run import Run
+    from seqlab.run import Callback, Run, TrainConfig
     from seqlab.synthetic import TaskBatcher, adding_problem
-    from seqlab.train import Callback, TrainConfig, Trainer
+    from seqlab.trainer import Trainer
 
     class Record(Callback):
         def __init__(self) -> None:

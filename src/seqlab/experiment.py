@@ -25,10 +25,10 @@ from seqlab import models, tasks
 from seqlab.config import from_dict, to_dict
 from seqlab.errors import SeqlabError
 from seqlab.io import FORMAT_VERSION, read_json, write_json
-from seqlab.run import Run
+from seqlab.run import Callback, Run, TrainConfig
 from seqlab.sampling import SampleConfig
 from seqlab.tasks.base import BatchSource, Scored, Task, TaskData, Trainable
-from seqlab.train import Callback, TrainConfig, Trainer
+from seqlab.trainer import Trainer
 
 SECTIONS = ("model", "data", "train", "sample")
 # Keys that may change when a run is resumed: budgets and cosmetics, nothing that alters results
@@ -73,11 +73,16 @@ def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
     if raw.get("task") not in (None, task.name):
         raise SeqlabError(f"task: model {name} belongs to the {task.name} task, got "
                           f"task {raw['task']!r}")
+    train = from_dict(TrainConfig, raw.get("train"), prefix="train.")
+    if train.select_metric not in (None, *task.metrics):
+        raise SeqlabError(f"train.select_metric: expected one of {', '.join(task.metrics)} (what "
+                          f"the {task.name} task's validation reports), got "
+                          f"{train.select_metric!r}")
     return Experiment(
         model_name=name,
         model=models.make_config(name, model_raw),
         data=from_dict(task.DataConfig, raw.get("data"), prefix="data."),
-        train=from_dict(TrainConfig, raw.get("train"), prefix="train."),
+        train=train,
         sample=from_dict(SampleConfig, raw.get("sample"), prefix="sample."),
     )
 

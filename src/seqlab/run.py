@@ -1,4 +1,6 @@
-"""A run folder and what a model's ``fit`` needs to know about it.
+"""A run folder and what a model's ``fit`` needs to know about it: the training settings
+(`TrainConfig`), the callbacks, and where to write (`Run`). Counting and EM models read only
+this; the torch trainer (`seqlab.trainer`) reads it too, so neither imports the other.
 
 Layout of a run folder::
 
@@ -16,10 +18,89 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from seqlab.config import check_range
+from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open
-from seqlab.train import Callback, TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every neural family."""
+
+    batch_size: int = 32  # B: parallel contiguous streams (LMs) or pairs per batch (seq2seq)
+    seq_len: int = 128  # T: truncated-BPTT window; hidden state is carried across windows
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 2e-3  # peak learning rate, reached after warm-up
+    min_lr: float = 1e-4  # floor of the cosine schedule
+    weight_decay: float = 0.0  # AdamW decay on matrices only (not biases, norms, embeddings)
+    beta1: float = 0.9
+    beta2: float = 0.99  # a little below 0.999: small batches, short runs
+    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    schedule: Literal["cosine", "plateau", "constant", "step"] = "cosine"
+    decay_start: int = 4  # step: first epoch (from 0) at lr * decay_factor; later ones decay again
+    decay_factor: float = 0.5  # step: per-epoch multiplier from decay_start on (Zaremba et al.)
+    plateau_factor: float = 0.5  # plateau: multiply lr by this when validation stalls
+    plateau_patience: int = 1  # plateau: evaluations without improvement before a cut
+    max_steps: int = 2000  # total optimizer steps (counted across resumes)
+    max_minutes: float | None = None  # wall-clock budget for this invocation
+    stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
+    eval_interval: int = 200  # full validation pass every N steps (and at the end)
+    select_metric: str | None = None  # validation metric that picks best.safetensors; None:
+    # the task's own (bits_per_token for language models, exact_match for seq2seq, ...)
+    select_mode: Literal["min", "max"] | None = None  # None: the task's ("max" for accuracy)
+    clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
+    clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
+    seed: int = 1337
+    log_interval: int = 20  # steps between metrics.jsonl records
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 where the probe succeeds
+    # (bf16 autocast: ~2x matmul speed on AVX512-BF16/AMX), else fp32; see seqlab.precision
+    threads: int | None = None  # torch threads; None keeps torch's default
+    progress: bool = True  # show a progress bar on stderr
+
+    def __post_init__(self) -> None:
+        for name, rule in _TRAIN_RULES.items():
+            check_range(f"train.{name}", getattr(self, name), rule)
+        for name, rule in _TRAIN_NULLABLE_RULES.items():
+            check_range(f"train.{name}", getattr(self, name), rule, null=True)
+        if self.min_lr > self.lr:  # the cosine would climb from lr up to min_lr
+            raise SeqlabError(f"train.min_lr must be <= train.lr ({self.lr}), got {self.min_lr}")
+        if self.precision == "bf16":
+            from seqlab.precision import resolve_precision  # loads torch: only when asked
+
+            resolve_precision("bf16")  # fail here, before a run folder exists, not at step 1
+
+
+# What every TrainConfig number must obey (see `check_range`). A negative clip would flip the
+# gradients into ascent; betas of 1 or more make Adam's moment estimates diverge; hmmlearn and
+# NumPy's legacy generator take seeds below 2**32; torch would try to start any number of threads.
+_TRAIN_RULES = {
+    "batch_size": ">= 1", "seq_len": ">= 1", "max_steps": ">= 1", "eval_interval": ">= 1",
+    "log_interval": ">= 1", "lr": "> 0", "min_lr": ">= 0", "weight_decay": ">= 0",
+    "beta1": "in [0, 1)", "beta2": "in [0, 1)", "warmup_steps": ">= 0", "decay_start": ">= 0",
+    "decay_factor": "in (0, 1]", "plateau_factor": "in (0, 1]", "plateau_patience": ">= 0",
+    "seed": f"in [0, {2**32 - 1}]",
+}
+_TRAIN_NULLABLE_RULES = {  # None switches these off
+    "max_minutes": "> 0", "stop_at_step": ">= 0", "clip_norm": "> 0", "clip_value": "> 0",
+    "threads": "in [1, 1024]",
+}
+
+
+class Callback:
+    """Hooks into the training loop; override what you need."""
+
+    def on_log(self, record: dict[str, Any]) -> None:
+        """Every metrics record (training and evaluation)."""
+
+    def on_backward(self, model: torch.nn.Module, step: int) -> None:
+        """After ``loss.backward()``, before clipping: gradients are available."""
+
+
 
 
 @dataclass

@@ -12,7 +12,7 @@
   2.08 on the last ten.
 
 `TaskBatcher` serves a fixed training set in order, epoch after epoch, to the generic
-`seqlab.train.Trainer`, exactly as the paper's scripts iterate over theirs.
+`seqlab.trainer.Trainer`, exactly as the paper's scripts iterate over theirs.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def copy_baseline(T: int) -> dict[str, float]:
 
 
 class TaskBatcher:
-    """Batches of a fixed training set, in order, for `seqlab.train.Trainer`.
+    """Batches of a fixed training set, in order, for `seqlab.trainer.Trainer`.
 
     Every batch is independent (``fresh`` is always True: no state crosses batches); the
     position is two integers, so a resumed run continues with the same batches.

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from seqlab.errors import SeqlabError
-from seqlab.models.conv import ConvConfig
+from seqlab.nn.conv import ConvConfig
 from seqlab.models.heads import HeadConfig, SequenceHead
-from seqlab.models.recurrent import StackConfig
-from seqlab.run import Run
+from seqlab.nn.recurrent import StackConfig
+from seqlab.run import Run, TrainConfig
 from seqlab.synthetic import TaskBatcher, adding_baseline, adding_problem, copy_memory
-from seqlab.train import TrainConfig, Trainer
+from seqlab.trainer import Trainer
 
 ENCODERS = {
     "lstm": {"recurrent": StackConfig(cell="lstm", hidden=6, layers=2)},

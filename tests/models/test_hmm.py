@@ -17,8 +17,8 @@ from tests.conftest import char_vocab, stepped_log_probs
 
 from seqlab.cli import main as cli_main
 from seqlab.errors import SeqlabError
-from seqlab.evaluate import evaluate
 from seqlab.models.hmm import HMMLM, CategoricalHMM, GaussianHMM, HMMConfig
+from seqlab.scoring import evaluate
 
 
 def _categorical(pi, A, E) -> CategoricalHMM:

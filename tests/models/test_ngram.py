@@ -18,8 +18,8 @@ from tests.conftest import (
 
 from seqlab.data.vocab import Vocab, iter_units, iter_units_from_text
 from seqlab.errors import SeqlabError
-from seqlab.evaluate import evaluate
 from seqlab.models.ngram import NGramConfig, NGramLM, kenlm_discounts
+from seqlab.scoring import evaluate
 
 
 def _fit(tokens: str, order: int, symbols: str = "abc", **kw: object) -> NGramLM:

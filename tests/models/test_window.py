@@ -12,10 +12,9 @@ from tests.conftest import char_vocab, markov2_source, sample_markov2, stepped_l
 
 from seqlab import models
 from seqlab.errors import SeqlabError
-from seqlab.evaluate import evaluate
 from seqlab.models.window import WindowConfig, WindowLM
-from seqlab.run import Run
-from seqlab.train import TrainConfig
+from seqlab.run import Run, TrainConfig
+from seqlab.scoring import evaluate
 
 
 def _lm(**kw: object) -> WindowLM:

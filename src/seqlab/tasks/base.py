@@ -3,7 +3,7 @@
 A *task* is a kind of problem: language modelling, translation, tagging, trees, music. It owns
 its data config, reads and checks the data (before any run folder exists), cuts batches, and
 scores models with its own metrics. The generic pipeline (`seqlab.experiment`) and the generic
-`seqlab.train.Trainer` only talk to these protocols, so a new task is one new module plus one
+`seqlab.trainer.Trainer` only talk to these protocols, so a new task is one new module plus one
 line in `seqlab.tasks.TASKS`::
 
     class MyTask:                                   # follows `Task`
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
-    from seqlab.train import TrainConfig
+    from seqlab.run import TrainConfig
 
 Metrics = dict[str, float]  # named validation metrics, e.g. {"bits_per_token": 1.9}
 State = Any  # what a model carries between steps or batches; only the model looks inside
@@ -57,7 +57,7 @@ class BatchSource(Protocol):
 
 @runtime_checkable
 class Trainable(Protocol):
-    """What `seqlab.train.Trainer` needs of a model (a torch ``nn.Module``)."""
+    """What `seqlab.trainer.Trainer` needs of a model (a torch ``nn.Module``)."""
 
     def parameters(self, recurse: bool = True) -> Iterable[torch.nn.Parameter]: ...
 
@@ -114,6 +114,7 @@ class Task(Protocol):
     DataConfig: ClassVar[type]
     models: ClassVar[dict[str, tuple[str, dict[str, Any]]]]  # name -> (family, preset)
     metric: ClassVar[str]  # validation metric that selects best.safetensors
+    metrics: ClassVar[tuple[str, ...]]  # every metric its validation reports
     mode: ClassVar[str]  # "min" or "max"
 
     def prepare(self, cfg: Any, workdir: Path, vocab: Any = None, model: Any = None

@@ -2,7 +2,7 @@
 
 Data is a text file (or the built-in corpus) tokenised to a memmapped id stream
 (`seqlab.data.corpus`); batches are truncated-BPTT windows (`StreamBatcher`); the metric is bits
-per token (`seqlab.evaluate`), the same definition for every family; prediction continues a
+per token (`seqlab.scoring`), the same definition for every family; prediction continues a
 prompt through the one sampler (`seqlab.sampling`). Its own CLI command is ``seqlab sample``.
 """
 
@@ -21,8 +21,8 @@ import torch
 from seqlab.data.corpus import Corpus, DataConfig, encode_for_eval, prepare
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError, TrainingDiverged
-from seqlab.evaluate import Evaluation, evaluate
 from seqlab.run import Run
+from seqlab.scoring import Evaluation, evaluate
 from seqlab.tasks.base import Metrics
 
 # Validation above this many times the uniform distribution's bits per token is not a model
@@ -98,7 +98,7 @@ class StreamBatcher:
 
 def fit_stream(model: Any, X: np.ndarray, valid: np.ndarray | None, run: Run) -> None:
     """Train a torch language model on a token stream (the notebook path of ``fit``)."""
-    from seqlab.train import Trainer
+    from seqlab.trainer import Trainer
 
     batches = StreamBatcher(X, run.train.batch_size, run.train.seq_len, run.train.seed)
     Trainer(run).fit(model, batches, _validator(model, valid))
@@ -137,6 +137,7 @@ class LanguageModeling:
         "wavenet": ("conv", {"kind": "wavenet"}),
     }
     metric: ClassVar[str] = "bits_per_token"
+    metrics: ClassVar[tuple[str, ...]] = ("bits_per_token",)  # what validation reports
     mode: ClassVar[str] = "min"
 
     def prepare(self, cfg: DataConfig, workdir: Path, vocab: Vocab | None = None,

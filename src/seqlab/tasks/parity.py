@@ -173,6 +173,7 @@ class ParityTagging:
         "parity-rnn": ("head", {**_HEAD, "recurrent": {"cell": "rnn", "hidden": 32}}),
     }
     metric: ClassVar[str] = "token_accuracy"
+    metrics: ClassVar[tuple[str, ...]] = ("token_accuracy",)  # what validation reports
     mode: ClassVar[str] = "max"
 
     def prepare(self, cfg: ParityConfig, workdir: Path, vocab: Any = None,

@@ -42,6 +42,7 @@ class Translation:
     DataConfig: ClassVar[type] = DataConfig
     models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {"seq2seq": ("seq2seq", {})}
     metric: ClassVar[str] = "exact_match"
+    metrics: ClassVar[tuple[str, ...]] = ("exact_match", "token_accuracy", "bits_per_token")
     mode: ClassVar[str] = "max"
 
     def prepare(self, cfg: DataConfig, workdir: Path, vocab: PairVocab | None = None,

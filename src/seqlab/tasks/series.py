@@ -135,6 +135,7 @@ class SeriesForecasting:
     DataConfig: ClassVar[type] = SeriesConfig
     models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {"kalman": ("kalman", {})}
     metric: ClassVar[str] = "nats_per_step"
+    metrics: ClassVar[tuple[str, ...]] = ("nats_per_step",)  # what validation reports
     mode: ClassVar[str] = "min"
 
     def prepare(self, cfg: SeriesConfig, workdir: Path, vocab: Any = None,

@@ -13,7 +13,7 @@ training time and the training tokens per second. It is printed, and saved as
 the learning curves (from each run's ``metrics.jsonl``) in ``learning_curves.png``.
 
 Nothing here knows a model family. Scores come from the protocol's ``log_prob`` (through
-`seqlab.evaluate`); "parameters" counts the values in the run's best checkpoint (weights for a
+`seqlab.scoring`); "parameters" counts the values in the run's best checkpoint (weights for a
 network, n-gram counts and keys for an n-gram, whatever a family saves); tokens come from the
 training records when the family logs them (``tokens``), else one pass over the training split.
 
@@ -40,8 +40,8 @@ from seqlab import models, tasks
 from seqlab.config import apply_overrides, from_dict, parse_value, to_dict
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, load_tensors, read_json, write_json
+from seqlab.run import TrainConfig
 from seqlab.tasks.base import Task
-from seqlab.train import TrainConfig
 
 
 def columns(metric: str) -> list[tuple[str, str, str]]:
@@ -170,7 +170,7 @@ def leaderboard_row(label: str, run_dir: Path, scores: list[Any], wall: float,
 
 def _trained_tokens(run_dir: Path, train_tokens: int) -> tuple[int, int | None]:
     """Tokens consumed in training and optimizer steps: the trainer's saved progress when the
-    family trains with `seqlab.train.Trainer`; else what the family logged (``tokens``); else
+    family trains with `seqlab.trainer.Trainer`; else what the family logged (``tokens``); else
     one pass over the training split (a counting model)."""
     last = run_dir / "last.safetensors"
     if last.exists():
