@@ -29,7 +29,7 @@ test-slow: $(STAMP)
 # a smoke subset (~2 min) and the demo's code path with a short budget.
 AVX2_ENV := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 SMOKE := tests/test_precision.py tests/test_diagnose.py tests/models/test_recurrent.py \
-	tests/models/test_cells.py tests/test_cli.py
+	tests/nn/test_recurrent_stack.py tests/nn/test_cells.py tests/test_cli.py
 
 test-avx2: $(STAMP)
 	$(AVX2_ENV) $(BIN)/python -m pytest -q $(SMOKE)

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from benchmarks.common import markdown_table, write_results
-from seqlab.nn.conv import ConvConfig
 from seqlab.models.heads import HeadConfig, SequenceHead
+from seqlab.nn.conv import ConvConfig
 from seqlab.nn.recurrent import StackConfig
 from seqlab.run import Callback, Run, TrainConfig
 from seqlab.synthetic import (

@@ -13,7 +13,8 @@ from tests.conftest import char_vocab
 from seqlab import models
 from seqlab.cli import main
 from seqlab.errors import SeqlabError
-from seqlab.models.conv import ConvConfig, ConvLM, build_stack
+from seqlab.models.conv import ConvLM
+from seqlab.nn.conv import ConvConfig, build_stack
 
 CONFIGS = {
     "tcn": {"kind": "tcn", "channels": 8, "levels": 3},
@@ -103,8 +104,7 @@ def test_chunked_log_prob_is_exact(name: str, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_training_lowers_loss_and_checkpoint_roundtrips(tmp_path) -> None:
-    from seqlab.run import Run
-    from seqlab.train import TrainConfig
+    from seqlab.run import Run, TrainConfig
 
     v = char_vocab("ab")
     train = np.tile(v.encode("aabab"), 200)  # period 5: needs 4 tokens of context

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from seqlab.errors import SeqlabError
-from seqlab.nn.conv import ConvConfig
 from seqlab.models.heads import HeadConfig, SequenceHead
+from seqlab.nn.conv import ConvConfig
 from seqlab.nn.recurrent import StackConfig
 from seqlab.run import Run, TrainConfig
 from seqlab.synthetic import TaskBatcher, adding_baseline, adding_problem, copy_memory

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,12 @@ from tests.seq2seq.conftest import (
 from seqlab import models
 from seqlab.errors import SeqlabError
 from seqlab.protocol import LanguageModel
-from seqlab.run import Run
-from seqlab.seq2seq.data import BOS_ID, EOS_ID, PAD_ID, Batch, Pairs
+from seqlab.run import Run, TrainConfig
+from seqlab.seq2seq.data import BOS_ID, EOS_ID, PAD_ID, Batch, PairBatcher, Pairs, pad
 from seqlab.seq2seq.metrics import evaluate
 from seqlab.seq2seq.model import Seq2Seq, Seq2SeqConfig
-from seqlab.seq2seq.search import DecodeConfig
-from seqlab.train import TrainConfig
+from seqlab.seq2seq.search import DecodeConfig, decode
+from seqlab.trainer import Trainer
 
 PAIRS = encoded(reversal_pairs(9, max_len=8, seed=2))
 DROPOUT = 0.1
@@ -181,3 +182,77 @@ def test_teacher_forcing_ratio_is_used_in_training() -> None:
     c, _ = model.training_loss(pairs.batch(range(32)), None)
     assert a.item() == b.item() != c.item()  # the gold/own coin flips come from the seeded RNG
     assert math.isfinite(a.item())
+
+
+# --- an injected encoder --------------------------------------------------------------------
+class FeatureEncoder(torch.nn.Module):
+    """A stand-in for a piano-roll or image encoder: float features (B, S, F) -> Linear -> GRU,
+    keeping `Seq2Seq`'s encoder contract (memory (B, S, H), final (B, H))."""
+
+    def __init__(self, features: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(features, hidden)
+        self.rnn = torch.nn.GRU(hidden, hidden, batch_first=True)
+
+    def forward(self, src: torch.Tensor, src_len: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        out, _ = self.rnn(torch.tanh(self.proj(src)))  # (B, S, H)
+        real = torch.arange(src.shape[1])[None, :] < src_len[:, None]  # (B, S)
+        final = out[torch.arange(src.shape[0]), src_len - 1]  # (B, H): the last real step
+        return out * real[..., None], final
+
+
+def _features(src: torch.Tensor) -> torch.Tensor:
+    """Token ids (B, S) -> one float row per step (B, S, F): what a piano roll would carry."""
+    return torch.nn.functional.one_hot(src, len(digit_vocab().src)).float()
+
+
+class FeatureBatcher(PairBatcher):
+    """`PairBatcher` whose sources are feature rows instead of ids."""
+
+    def next(self) -> tuple[Batch, bool]:
+        batch, fresh = super().next()
+        return replace(batch, src=_features(batch.src)), fresh
+
+
+def test_injected_encoder_trains_and_decodes() -> None:
+    torch.manual_seed(0)
+    vocab = digit_vocab()
+    encoder = FeatureEncoder(len(vocab.src), 16)
+    model = Seq2Seq(Seq2SeqConfig(hidden=16, emb_dim=8, dropout=0.0), vocab, encoder=encoder)
+    assert model.encoder is encoder and "encoder.embed.weight" not in model.state_dict()
+    batch = PAIRS.batch(range(len(PAIRS)))
+    batch = replace(batch, src=_features(batch.src))  # (B, S, F) floats
+    loss, _ = model.training_loss(batch, None)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    model.zero_grad(set_to_none=True)
+
+    cfg = TrainConfig(batch_size=4, max_steps=30, lr=1e-2, eval_interval=30, progress=False)
+    Trainer(Run(train=cfg)).fit(model, FeatureBatcher(PAIRS, 4), None)
+    with torch.no_grad():
+        assert float(model.training_loss(batch, None)[0]) < float(loss)
+
+    # The shared search decodes from the features, and each output's log-probability equals
+    # its teacher-forced score: the injected encoder serves both paths alike.
+    model.eval()
+    decode_cfg = DecodeConfig(strategy="greedy", max_len_b=10)
+    with torch.no_grad():
+        state = model.encode(batch.src, batch.src_len)
+        hyps = decode(model, state, decode_cfg.max_len(batch.src_len), decode_cfg,
+                      list(range(len(batch))))
+        outs = [h[0].tokens for h in hyps]
+        forced = Batch(batch.src, batch.src_len, pad([np.array(t) for t in outs], prefix=BOS_ID),
+                       pad([np.array(t) for t in outs], suffix=EOS_ID))
+        lp, _ = model.score_batch(forced)
+    assert [h[0].log_prob for h in hyps] == pytest.approx(lp.sum(1).tolist(), abs=2e-5)
+
+
+def test_default_blocks_keep_their_checkpoint_keys() -> None:
+    """Checkpoints written before the encoder and decoder were injectable still load."""
+    keys = set(tiny_model().state_dict())
+    assert {"encoder.embed.weight", "encoder.rnn.layers.0.rnn.weight_ih_l0",
+            "encoder.rnn.layers.0.rnn.weight_ih_l0_reverse", "decoder.embed.weight",
+            "decoder.rnn.layers.1.rnn.weight_hh_l0", "decoder.attention.key_proj.weight",
+            "decoder.combine.weight", "decoder.bridge.weight", "decoder.out.weight"} <= keys
+    assert {k.split(".")[0] for k in keys} == {"encoder", "decoder"}

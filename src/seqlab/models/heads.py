@@ -1,8 +1,8 @@
 """Task heads over the recurrent and convolutional stacks, beside next-token prediction.
 
-``SequenceHead`` reads a sequence of feature vectors (or token ids) with any encoder stack,
-`seqlab.models.recurrent.RecurrentStack` (unidirectional or bidirectional) or a WaveNet/TCN
-stack from `seqlab.models.conv`, then maps it to
+``SequenceHead`` reads a sequence of feature vectors (or token ids) with any sequence block of
+`seqlab.nn`, a `seqlab.nn.recurrent.RecurrentStack` (unidirectional or bidirectional) or a
+WaveNet/TCN stack from `seqlab.nn.conv`, then maps it to
 
 * one output per sequence (many-to-one): the state at the last real step (``last``; for a
   bidirectional stack, the forward half at the end and the backward half at the start), or the
@@ -10,7 +10,7 @@ stack from `seqlab.models.conv`, then maps it to
 * one output per step (``sequence``): taggers, and the copy-memory task.
 
 Losses are mean squared error for regression and cross-entropy for classes; padded steps (from
-``lengths``) never count. The head has the small interface `seqlab.train.Trainer` needs
+``lengths``) never count. The head has the small interface `seqlab.trainer.Trainer` needs
 (``training_loss``, ``configure_optimizer``, ``initial_state``, ``checkpoint``), so the generic
 training loop trains it, clipping, schedules and all.
 """
@@ -26,8 +26,8 @@ from torch import nn
 
 from seqlab.errors import SeqlabError
 from seqlab.models.base import TorchModel
-from seqlab.models.conv import ConvConfig, build_stack
-from seqlab.models.recurrent import RecurrentStack, StackConfig
+from seqlab.nn.conv import ConvConfig, build_stack
+from seqlab.nn.recurrent import RecurrentStack, StackConfig
 
 
 @dataclass
@@ -70,10 +70,7 @@ class SequenceHead(TorchModel):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
             x = self.embed(x)  # (B, T, E)
-        if self.cfg.encoder == "recurrent":
-            h, _ = self.encoder(x, lengths=lengths)  # (B, T, D)
-        else:
-            h, _ = self.encoder(x)  # causal: padding after a sequence never reaches it
+        h, _ = self.encoder(x, lengths=lengths)  # (B, T, D); a causal conv stack ignores lengths
         if self.cfg.output == "sequence":
             return self.out(h)  # (B, T, outputs)
         return self.out(self._pool(h, lengths))  # (B, outputs)

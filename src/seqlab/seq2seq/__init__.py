@@ -17,9 +17,9 @@ tokens are ``<pad>`` 0, ``<unk>`` 1, ``<bos>`` 2, ``<eos>`` 3 on both sides (see
 Model keys are in `model.Seq2SeqConfig`, decoding keys in `search.DecodeConfig`
 (``model.decode.beam_size=5`` and so on), data keys in `data.DataConfig`.
 
-Modules: `data` (pairs, vocabularies, bucketed batches), `attention` (Bahdanau, Luong dot and
-general), `model` (the `Seq2Seq` family, on the recurrent family's `RecurrentStack`), `search`
-(greedy, sampling, batched beam search), `metrics` (exact match, token accuracy, BLEU/chrF via
-sacrebleu), `plot` (attention heatmaps), `experiment` (the task module behind ``seqlab
-train/eval``) and `cli` (``seqlab translate``).
+Modules: `data` (pairs, vocabularies, bucketed batches), `model` (the `Seq2Seq` family: an
+injectable encoder and decoder, by default on the shared blocks `seqlab.nn.recurrent` and
+`seqlab.nn.attention`), `search` (greedy, sampling, batched beam search), `metrics` (exact match,
+token accuracy, BLEU/chrF via sacrebleu), `plot` (attention heatmaps) and `cli` (``seqlab
+translate``); the task behind ``seqlab train/eval`` is `seqlab.tasks.seq2seq`.
 """

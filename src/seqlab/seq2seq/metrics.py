@@ -8,6 +8,9 @@
 * ``bits_per_token``: teacher-forced cross-entropy of the target tokens, ``<eos>`` included.
 * ``bleu`` and ``chrf``: corpus scores from sacrebleu (default settings: BLEU with its 13a
   tokeniser, chrF with character 6-grams) on the detokenised outputs.
+
+The metrics score any `PairModel`, that is anything that scores a batch teacher-forced and
+translates; they never import the model family (`seqlab.seq2seq.model.Seq2Seq` is one).
 """
 
 from __future__ import annotations
@@ -16,16 +19,39 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import sacrebleu
+import torch
 
-from seqlab.seq2seq.data import UNK_ID, Pairs, decode, detokenize, length_sorted_batches
-from seqlab.seq2seq.search import DecodeConfig
+from seqlab.seq2seq.data import (
+    UNK_ID,
+    Batch,
+    Pairs,
+    PairVocab,
+    decode,
+    detokenize,
+    length_sorted_batches,
+)
+from seqlab.seq2seq.search import DecodeConfig, Hypothesis
 
-if TYPE_CHECKING:
-    from seqlab.seq2seq.model import Seq2Seq
+
+class PairModel(Protocol):
+    """What the metrics need of a sequence-to-sequence model."""
+
+    name: str
+    config: Any  # its ``decode`` (a `DecodeConfig`) sets how outputs are produced
+    vocab: PairVocab
+
+    def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced log p of each target token (B, T) and whether argmax hit it (B, T)."""
+        ...
+
+    def translate(self, sources: Sequence[np.ndarray], decode: DecodeConfig | None = None
+                  ) -> list[list[Hypothesis]]:
+        """Hypotheses for each source, best first."""
+        ...
 
 
 def exact_match(hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]]) -> float:
@@ -44,7 +70,7 @@ def chrf(hyps: Sequence[str], refs: Sequence[str]) -> float:
     return float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score) if refs else float("nan")
 
 
-def teacher_forced(model: Seq2Seq, pairs: Pairs, batch_size: int = 64
+def teacher_forced(model: PairModel, pairs: Pairs, batch_size: int = 64
                    ) -> tuple[float, int, int]:
     """(total nats, tokens ranked first, tokens) over every target token, <eos> included."""
     nats, correct, tokens = 0.0, 0, 0
@@ -87,13 +113,13 @@ class Seq2SeqEvaluation:
                 f"{self.bits_per_token:.4f} bits/token, {self.pairs:,} pairs ({self.decoding})")
 
 
-def outputs(model: Seq2Seq, pairs: Pairs, decode_cfg: DecodeConfig) -> list[list[int]]:
+def outputs(model: PairModel, pairs: Pairs, decode_cfg: DecodeConfig) -> list[list[int]]:
     """The best output ids for every source of `pairs`."""
     hyps = model.translate([pairs.source(i) for i in range(len(pairs))], decode_cfg)
     return [h[0].tokens for h in hyps]
 
 
-def evaluate(model: Seq2Seq, pairs: Pairs, *, split: str = "test", name: str | None = None,
+def evaluate(model: PairModel, pairs: Pairs, *, split: str = "test", name: str | None = None,
              decode_cfg: DecodeConfig | None = None) -> Seq2SeqEvaluation:
     """Teacher-forced scores plus decoded-output scores of `model` on `pairs`."""
     t0 = time.perf_counter()
@@ -114,7 +140,7 @@ def evaluate(model: Seq2Seq, pairs: Pairs, *, split: str = "test", name: str | N
         decoding=describe_decoding(cfg), seconds=time.perf_counter() - t0)
 
 
-def validation_metrics(model: Seq2Seq, pairs: Pairs) -> dict[str, float]:
+def validation_metrics(model: PairModel, pairs: Pairs) -> dict[str, float]:
     """What the Trainer logs at each evaluation: bits/token, token accuracy, greedy exact match."""
     cfg = DecodeConfig(strategy="greedy", max_len_a=model.config.decode.max_len_a,
                        max_len_b=model.config.decode.max_len_b,

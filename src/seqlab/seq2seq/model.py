@@ -12,10 +12,12 @@ feeding the attentional vector h~ of step t-1 joins the input of step t. The sco
 Bahdanau's additive one (Bahdanau, Cho & Bengio 2015) or Luong's dot/general. Without attention
 h~ is the top decoder state itself (Sutskever, Vinyals & Le 2014). Residual connections add each
 layer's input to its output from the second layer up (Wu et al. 2016, GNMT). Encoder and decoder
-are the recurrent family's `RecurrentStack` (fused kernels over packed sequences for the encoder,
-``step`` for the decoder). A bidirectional encoder layer gives each direction half of ``hidden``
-units, so every layer outputs ``hidden``.
-The decoder starts from zeros or from a learned "bridge" of the encoder's final state.
+are built on the shared `seqlab.nn.recurrent.RecurrentStack` (fused kernels over packed
+sequences for the encoder, ``step`` for the decoder), with attention from `seqlab.nn.attention`.
+A bidirectional encoder layer gives each direction half of ``hidden`` units, so every layer
+outputs ``hidden``. The decoder starts from zeros or from a learned "bridge" of the encoder's
+final state. `Seq2Seq` composes the two: either can be injected in place of the default (an
+image or piano-roll encoder, say), as long as it keeps the contract in `Seq2Seq`'s docstring.
 
 Training is teacher-forced (with a configurable ratio of gold inputs: scheduled sampling,
 Bengio et al. 2015) with optional label smoothing (Szegedy et al. 2016). Padding never reaches a
@@ -37,15 +39,16 @@ from torch import nn
 
 from seqlab.errors import SeqlabError
 from seqlab.models.base import TokenModel, TorchModel, without_onednn
-from seqlab.models.recurrent import RecurrentStack, StackConfig
+from seqlab.nn.attention import Attention
+from seqlab.nn.recurrent import RecurrentStack, StackConfig
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
-from seqlab.seq2seq.attention import Attention
 from seqlab.seq2seq.data import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
     Batch,
+    PairBatcher,
     Pairs,
     PairVocab,
     length_sorted_batches,
@@ -121,7 +124,7 @@ class DecoderState:
                             self.keys, self.mask)
 
 
-# --- blocks: both built on the recurrent family's RecurrentStack -------------------------------
+# --- the default encoder and decoder, both on the shared RecurrentStack ------------------------
 def _stack_config(c: Seq2SeqConfig, layers: int, bidirectional: bool) -> StackConfig:
     return StackConfig(cell=c.cell, hidden=c.hidden // 2 if bidirectional else c.hidden,
                        layers=layers, dropout=c.dropout, residual=c.residual,
@@ -216,23 +219,41 @@ class Seq2Seq(TorchModel):
     ``fit(pairs, valid=pairs, run=run)`` trains through the generic Trainer; ``log_prob(pairs)``
     gives log p(y_t | y_<t, x) for every target token, ``<eos>`` included; ``translate`` decodes;
     ``conditioned(source)`` is a language model over targets, so the shared sampler works on it.
+
+    The encoder and the decoder are injected modules; when not given, the defaults above
+    (`Encoder`, `Decoder`) are built from the config. The contracts, with H = ``config.hidden``:
+
+    * ``encoder(src, src_len (B,)) -> (memory (B, S, H), final (B, H))``. ``src`` is whatever
+      the batches carry: token ids (B, S) for the default, float features (B, S, F) for a
+      piano roll, pixels for an image. Position s of ``memory`` is real where s < src_len;
+      ``final`` summarises the source for the decoder's bridge (``init=bridge``).
+    * the decoder has `Decoder`'s methods: ``start(memory, final, mask) -> DecoderState``,
+      ``step(prev (N,), state) -> (h~ (N, H), state, attention (N, S) or None)``,
+      ``logits(h~) -> (.., V)`` and, used without input feeding, ``run(tgt_in, state)``.
+
+    Checkpoints hold the weights only: `from_checkpoint` rebuilds the default blocks, so a model
+    with an injected block is rebuilt by its owner, who then calls ``load_checkpoint``.
     """
 
     family = "seq2seq"
     Config = Seq2SeqConfig
     vocab_type = PairVocab
 
-    def __init__(self, config: Seq2SeqConfig, vocab: PairVocab) -> None:
+    def __init__(self, config: Seq2SeqConfig, vocab: PairVocab, encoder: nn.Module | None = None,
+                 decoder: nn.Module | None = None) -> None:
         super().__init__()
         self.config, self.vocab = config, vocab
-        self.encoder = Encoder(config, len(vocab.src))
-        self.decoder = Decoder(config, len(vocab.tgt))
+        # Built in this order, so a default model draws its initial weights as it always did.
+        self.encoder = encoder if encoder is not None else Encoder(config, len(vocab.src))
+        self.decoder = decoder if decoder is not None else Decoder(config, len(vocab.tgt))
 
     # --- the two calls search.py drives ----------------------------------------------------
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> DecoderState:
-        """src (B, S) ids, src_len (B,) -> the decoder's start state."""
-        memory, final = self.encoder(src, src_len)
-        mask = torch.arange(src.shape[1])[None, :] < src_len[:, None]  # (B, S)
+        """src (B, S) ids (or what an injected encoder reads), src_len (B,) -> the decoder's
+        start state."""
+        memory, final = self.encoder(src, src_len)  # (B, S, H), (B, H)
+        # From the memory, not the source: an injected encoder's input need not be (B, S).
+        mask = torch.arange(memory.shape[1])[None, :] < src_len[:, None]  # (B, S)
         return self.decoder.start(memory, final, mask)
 
     def decode_step(self, prev: torch.Tensor, state: DecoderState
@@ -252,7 +273,7 @@ class Seq2Seq(TorchModel):
         return logp[0], state
 
     # --- training --------------------------------------------------------------------------
-    def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, batch: Batch, teacher_forcing: float = 1.0) -> torch.Tensor:
         """Logits (B, T, V) for ``batch.tgt_out``; with teacher_forcing < 1 each input is the
         gold token with that probability and the model's previous argmax otherwise."""
         state = self.encode(batch.src, batch.src_len)
@@ -281,9 +302,9 @@ class Seq2Seq(TorchModel):
     def fit(self, X: Pairs, lengths: list[int] | None = None, *, valid: Pairs | None = None,
             run: Run | None = None, bucket: int = 100) -> Self:
         """Train on pairs; validation tracks bits/token, token accuracy and greedy exact match."""
-        from seqlab.seq2seq.data import PairBatcher
+        # Imported here: the metrics load sacrebleu, which decoding and scoring never need.
         from seqlab.seq2seq.metrics import validation_metrics
-        from seqlab.train import Trainer
+        from seqlab.trainer import Trainer
 
         if lengths is not None:
             raise SeqlabError("Seq2Seq.fit takes Pairs, which carry their own lengths")

@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from seqlab.errors import SeqlabError
-from seqlab.seq2seq.attention import Attention
+from seqlab.nn.attention import Attention
 
 KINDS = ("bahdanau", "dot", "general")
 

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from seqlab.errors import SeqlabError
-from seqlab.models.cells import CELL_CLASSES, ElmanCell, GRUCell, LSTMCell, scan
-from seqlab.models.recurrent import RecurrentStack, StackConfig
+from seqlab.nn.cells import CELL_CLASSES, ElmanCell, GRUCell, LSTMCell, scan
+from seqlab.nn.recurrent import RecurrentStack, StackConfig
 
 FUSED = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 KINDS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]

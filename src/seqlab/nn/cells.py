@@ -19,7 +19,7 @@ The peephole weights p = (p_i, p_f, p_o) (Gers, Schraudolph & Schmidhuber 2002) 
 vector per gate; PyTorch's fused LSTM has none, so a peephole LSTM always runs here.
 
 `scan` is the one time loop, shared by the cell modules below and by the layers of
-`seqlab.models.recurrent.RecurrentStack`, which run it on their fused module's own parameters.
+`seqlab.nn.recurrent.RecurrentStack`, which run it on their fused module's own parameters.
 It can record every gate and cell state for inspection, freeze the state on padded steps
 (``mask``), and add a residual connection across time, h_t <- h_t + h_{t-k} (``skip=k``).
 Following PERF-NOTES trap 3, the input projection is one GEMM before the loop and the loop walks
