@@ -25,7 +25,7 @@ from seqlab import models, tasks
 from seqlab.config import from_dict, to_dict
 from seqlab.errors import SeqlabError
 from seqlab.io import FORMAT_VERSION, read_json, write_json
-from seqlab.run import Callback, Run, TrainConfig
+from seqlab.run import Callback, Run, TrainConfig, trainer_only_keys
 from seqlab.sampling import SampleConfig
 from seqlab.tasks.base import BatchSource, Scored, Task, TaskData, Trainable
 from seqlab.trainer import Trainer
@@ -52,9 +52,17 @@ class Experiment:
         return tasks.for_model(self.model_name)
 
     def to_json(self) -> dict[str, Any]:
+        train = to_dict(self.train)
+        if not _trainable(self.model_name):  # store (and compare on resume) what it reads
+            train = {k: v for k, v in train.items() if k not in trainer_only_keys()}
         return {"task": self.task.name, "model": {"name": self.model_name, **to_dict(self.model)},
-                "data": to_dict(self.data), "train": to_dict(self.train),
-                "sample": to_dict(self.sample)}
+                "data": to_dict(self.data), "train": train, "sample": to_dict(self.sample)}
+
+
+def _trainable(model_name: str) -> bool:
+    """Whether the torch trainer fits this model (else its own counting or EM does)."""
+    cls, _ = models.resolve(model_name)
+    return hasattr(cls, "training_loss")
 
 
 def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
@@ -74,6 +82,12 @@ def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
         raise SeqlabError(f"task: model {name} belongs to the {task.name} task, got "
                           f"task {raw['task']!r}")
     train = from_dict(TrainConfig, raw.get("train"), prefix="train.")
+    if not _trainable(name):
+        ignored = sorted(set(raw.get("train") or {}) & trainer_only_keys())
+        if ignored:
+            raise SeqlabError(f"train.{ignored[0]} has no effect on {name}, which is fitted by "
+                              "its own counting or EM; only the budget keys apply (max_steps, "
+                              "max_minutes, seed, ...)")
     if train.select_metric not in (None, *task.metrics):
         raise SeqlabError(f"train.select_metric: expected one of {', '.join(task.metrics)} (what "
                           f"the {task.name} task's validation reports), got "
@@ -126,7 +140,7 @@ def check_out(exp: Experiment, out: Path, resume: bool) -> None:
             "pass --resume to continue it, or choose another --out")
     # Resolve the stored config too, so keys added to seqlab since it was written compare by
     # their defaults.
-    then = resolve({s: stored.get(s, {}) for s in SECTIONS}).to_json()
+    then = resolve(_readable(stored)).to_json()
     old, new = (_flatten({s: cfg[s] for s in SECTIONS[:3]}) for cfg in (then, exp.to_json()))
     changed = sorted(k for k in old.keys() | new.keys()
                      if k not in RESUMABLE and old.get(k) != new.get(k))
@@ -138,6 +152,16 @@ def check_out(exp: Experiment, out: Path, resume: bool) -> None:
     if not (out / "last.safetensors").exists():
         raise SeqlabError(f"{out}: expected last.safetensors to resume from, found none (a "
                           "counting or EM model finishes in one call: there is nothing to resume)")
+
+
+def _readable(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored config's sections, without the trainer keys that older versions stored for
+    counting and EM models."""
+    raw = {s: dict(stored.get(s) or {}) for s in SECTIONS}
+    name = raw["model"].get("name", "lstm")
+    if name in tasks.model_table() and not _trainable(name):
+        raw["train"] = {k: v for k, v in raw["train"].items() if k not in trainer_only_keys()}
+    return raw
 
 
 @contextmanager
@@ -265,7 +289,7 @@ def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     model = models.load(ckpt)
     name = config.get("model", {}).get("name")
     if name is not None:
-        cls, _ = models.resolve(name)
+        cls: Any = models.resolve(name)[0]
         if not isinstance(model, cls):
             raise SeqlabError(f"{ckpt}: expected a {cls.family} checkpoint for the run's model "
                               f"{name}, got a {model.family} checkpoint")
@@ -294,7 +318,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
             return task.evaluate(model, examples, split_name=data, name=name)
     if not config:
         raise SeqlabError(f"{run_dir}: a bare checkpoint has no data of its own; pass --data")
-    cfg = from_dict(task.DataConfig, config["data"], prefix="data.")
+    cfg: Any = from_dict(task.DataConfig, config["data"], prefix="data.")
     examples = task.prepare(cfg, Path(run_dir) / "data", getattr(model, "vocab", None),
                             getattr(model, "config", None))
     examples = examples.split(split)

@@ -161,7 +161,7 @@ def leaderboard_row(label: str, run_dir: Path, scores: list[Any], wall: float,
         "model": label, "metric": metric,
         metric: value(test or valid), f"valid_{metric}": value(valid),
         f"test_{metric}": value(test),
-        **({"test_perplexity": test.perplexity} if hasattr(test, "perplexity") else {}),
+        **({"test_perplexity": getattr(test, "perplexity", None)} if test is not None else {}),
         "parameters": sum(t.numel() for k, t in tensors.items() if not k.startswith("optim.")),
         "train_seconds": train_seconds, "tokens": tokens, "steps": steps,
         "tokens_per_sec": tokens / train_seconds, "run": str(run_dir),
@@ -324,7 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         train_raw["max_steps"] = args.max_steps
     task = task_of(specs)
-    data = from_dict(task.DataConfig, data_raw, prefix="data.")
+    data: Any = from_dict(task.DataConfig, data_raw, prefix="data.")
     train = from_dict(TrainConfig, train_raw, prefix="train.")
     rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv)
     print(markdown(ranked(rows, task)))

@@ -15,6 +15,7 @@ Layout of a run folder::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +30,26 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class TrainConfig:
-    """Optimisation settings shared by every neural family."""
+class BudgetConfig:
+    """How long to train and what to record: read by every family's ``fit``."""
 
-    batch_size: int = 32  # B: parallel contiguous streams (LMs) or pairs per batch (seq2seq)
-    seq_len: int = 128  # T: truncated-BPTT window; hidden state is carried across windows
+    max_steps: int = 2000  # total optimizer (or EM) steps, counted across resumes
+    max_minutes: float | None = None  # wall-clock budget for this invocation
+    stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
+    eval_interval: int = 200  # full validation pass every N steps (and at the end)
+    select_metric: str | None = None  # validation metric that picks best.safetensors; None:
+    # the task's own (bits_per_token for language models, exact_match for seq2seq, ...)
+    select_mode: Literal["min", "max"] | None = None  # None: the task's ("max" for accuracy)
+    seed: int = 1337
+    log_interval: int = 20  # steps between metrics.jsonl records
+    threads: int | None = None  # torch threads; None keeps torch's default
+    progress: bool = True  # show a progress bar on stderr
+
+
+@dataclass
+class OptimConfig:
+    """The optimiser, its schedule, clipping and precision: read by the torch trainer only."""
+
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 2e-3  # peak learning rate, reached after warm-up
     min_lr: float = 1e-4  # floor of the cosine schedule
@@ -46,21 +62,25 @@ class TrainConfig:
     decay_factor: float = 0.5  # step: per-epoch multiplier from decay_start on (Zaremba et al.)
     plateau_factor: float = 0.5  # plateau: multiply lr by this when validation stalls
     plateau_patience: int = 1  # plateau: evaluations without improvement before a cut
-    max_steps: int = 2000  # total optimizer steps (counted across resumes)
-    max_minutes: float | None = None  # wall-clock budget for this invocation
-    stop_at_step: int | None = None  # end this invocation early; the schedule still plans max_steps
-    eval_interval: int = 200  # full validation pass every N steps (and at the end)
-    select_metric: str | None = None  # validation metric that picks best.safetensors; None:
-    # the task's own (bits_per_token for language models, exact_match for seq2seq, ...)
-    select_mode: Literal["min", "max"] | None = None  # None: the task's ("max" for accuracy)
     clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
-    seed: int = 1337
-    log_interval: int = 20  # steps between metrics.jsonl records
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 where the probe succeeds
     # (bf16 autocast: ~2x matmul speed on AVX512-BF16/AMX), else fp32; see seqlab.precision
-    threads: int | None = None  # torch threads; None keeps torch's default
-    progress: bool = True  # show a progress bar on stderr
+
+
+@dataclass
+class BatchConfig:
+    """How the task cuts batches: read by the task's batch source."""
+
+    batch_size: int = 32  # B: parallel contiguous streams (LMs), pairs or strings per batch
+    seq_len: int = 128  # T: truncated-BPTT window of a language model (state carried across)
+
+
+@dataclass
+class TrainConfig(BatchConfig, OptimConfig, BudgetConfig):
+    """The ``train`` section: a budget for every family, plus the optimiser and the batching
+    for the families the torch trainer fits. Each part is its own dataclass so each key is
+    declared beside what reads it; the keys stay flat (``train.lr``, ``train.batch_size``)."""
 
     def __post_init__(self) -> None:
         for name, rule in _TRAIN_RULES.items():
@@ -89,6 +109,11 @@ _TRAIN_NULLABLE_RULES = {  # None switches these off
     "max_minutes": "> 0", "stop_at_step": ">= 0", "clip_norm": "> 0", "clip_value": "> 0",
     "threads": "in [1, 1024]",
 }
+
+
+def trainer_only_keys() -> set[str]:
+    """The ``train`` keys that only the torch trainer reads (optimiser and batching)."""
+    return {f.name for cls in (OptimConfig, BatchConfig) for f in dataclasses.fields(cls)}
 
 
 class Callback:

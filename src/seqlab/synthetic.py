@@ -18,11 +18,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 import numpy as np
 import torch
 
+from seqlab.data.splits import Cursor
 from seqlab.errors import SeqlabError
 
 MEMORY = 10  # symbols to remember in the copy-memory task
@@ -65,7 +65,7 @@ def copy_baseline(T: int) -> dict[str, float]:
     return {"all": MEMORY * math.log(8) / (T + 2 * MEMORY), "last10": math.log(8)}
 
 
-class TaskBatcher:
+class TaskBatcher(Cursor):
     """Batches of a fixed training set, in order, for `seqlab.trainer.Trainer`.
 
     Every batch is independent (``fresh`` is always True: no state crosses batches); the
@@ -96,8 +96,3 @@ class TaskBatcher:
     def tokens_per_batch(self) -> int:
         return self.B * self.x.shape[1]
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, d: Mapping[str, int]) -> None:
-        self.epoch, self.index = int(d["epoch"]), int(d["index"])

@@ -188,7 +188,7 @@ class Trainer:
         loss.backward()
         for cb in self.run.callbacks:
             cb.on_backward(model, prog.step)  # type: ignore[arg-type]
-        window.grad_norm = _clip(model, self.cfg)
+        window.grad_norm = _clip(model, self.cfg)  # type: ignore[arg-type]  # an nn.Module
         if not math.isfinite(window.grad_norm):
             # An infinite gradient would write inf/NaN into the weights: stop before the update.
             raise TrainingDiverged(self._diverged_message(

@@ -155,3 +155,16 @@ def test_batch_sources_follow_the_protocol() -> None:
         again, _ = source.next()
         flat = lambda b: [t for t in (b if isinstance(b, tuple) else (b.src, b.tgt_out))]  # noqa: E731
         assert all(torch.equal(x, y) for x, y in zip(flat(batch), flat(again), strict=True))
+
+
+def test_estimators_neither_accept_nor_store_trainer_keys(tmp_path: Path, capsys) -> None:
+    """train.seq_len, train.lr, ... mean nothing to a counting model: refused, not stored, and
+    so never compared on --resume."""
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat.\n" * 40, encoding="utf-8")
+    assert run("train", "--model", "ngram", "--data", text, "--out", tmp_path / "a",
+               "train.seq_len=64") == 2
+    assert "train.seq_len has no effect on ngram" in capsys.readouterr().err
+    assert run("train", "--model", "ngram", "--data", text, "--out", tmp_path / "b") == 0
+    stored = json.loads((tmp_path / "b" / "config.json").read_text())["train"]
+    assert "max_steps" in stored and not {"seq_len", "batch_size", "lr"} & set(stored)

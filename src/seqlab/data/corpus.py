@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqlab.data.splits import SplitConfig
+from seqlab.data.splits import SplitConfig, Splits
 from seqlab.data.vocab import Level, Vocab, iter_units
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, read_json, write_json
@@ -33,18 +33,10 @@ class DataConfig(SplitConfig):
 
 
 @dataclass
-class Corpus:
+class Corpus(Splits[np.ndarray]):
     """Tokenised splits. Each split is a 1-D array of ids (usually a read-only memmap)."""
 
     vocab: Vocab
-    train: np.ndarray
-    valid: np.ndarray
-    test: np.ndarray
-
-    def split(self, name: str) -> np.ndarray:
-        if name not in ("train", "valid", "test"):
-            raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
-        return getattr(self, name)
 
 
 def builtin_text() -> str:

@@ -9,9 +9,13 @@ main file; `split_sizes` turns those fractions into counts the same way for ever
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from seqlab.errors import SeqlabError
+
+S = TypeVar("S")  # what one split holds: an id array, encoded pairs, a list of sequences
 
 
 @dataclass
@@ -45,3 +49,32 @@ class SplitConfig:
         n_valid = 0 if self.valid else int(total * self.valid_fraction)
         n_test = 0 if self.test else int(total * self.test_fraction)
         return total - n_valid - n_test, n_valid, n_test
+
+
+@dataclass
+class Splits(Generic[S]):
+    """A task's prepared data: its vocabulary (None where there is none) and three splits."""
+
+    vocab: Any
+    train: S
+    valid: S
+    test: S
+
+    def split(self, name: str) -> S:
+        if name not in ("train", "valid", "test"):
+            raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+
+class Cursor:
+    """The position of a batch source that walks epochs in steps: (epoch, index). Saved in
+    every checkpoint, so a resumed run reads the batches an uninterrupted one would."""
+
+    epoch: int = 0
+    index: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, d: Mapping[str, int]) -> None:
+        self.epoch, self.index = int(d["epoch"]), int(d["index"])

@@ -36,7 +36,7 @@ def _import(target: str) -> Any:
     return getattr(mod, attr) if attr else mod
 
 
-def family_class(family: str) -> type:
+def family_class(family: str) -> Any:
     if family not in FAMILIES:
         raise SeqlabError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     return _import(FAMILIES[family])
@@ -57,7 +57,7 @@ def __getattr__(attr: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
-def resolve(name: str) -> tuple[type, dict[str, Any]]:
+def resolve(name: str) -> tuple[Any, dict[str, Any]]:
     """The family class and preset for a model name."""
     from seqlab import tasks
 

@@ -6,6 +6,7 @@ and the generic torch language model (`NeuralLM`). Family modules subclass one o
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from seqlab.config import from_dict, to_dict
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 from seqlab.io import load_tensors, save_tensors
-from seqlab.protocol import State, split_lengths
+from seqlab.protocol import LanguageModel, State, split_lengths
 from seqlab.run import Run
 
 
@@ -50,12 +51,7 @@ class Checkpointed:
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        from seqlab.models import load
-
-        model = load(path)
-        if not isinstance(model, cls):
-            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got {model.family}")
-        return model
+        return load_family(cls, path)
 
 
 class TokenModel(Checkpointed):
@@ -67,7 +63,7 @@ class TokenModel(Checkpointed):
 
     vocab: Vocab
 
-    def initial_state(self) -> State:
+    def initial_state(self, batch_size: int = 1) -> State:
         raise NotImplementedError
 
     def step(self, token: int, state: State) -> tuple[torch.Tensor, State]:
@@ -88,7 +84,8 @@ class TokenModel(Checkpointed):
         cfg = from_dict(SampleConfig, {"length": n, "seed": seed or 0, **sampling},
                         prefix="sample.")
         gen = torch.Generator().manual_seed(cfg.seed)
-        return np.fromiter(stream(self, [] if prompt is None else list(prompt), cfg, gen), np.int64)
+        lm = typing.cast(LanguageModel, self)  # subclasses complete the protocol
+        return np.fromiter(stream(lm, [] if prompt is None else list(prompt), cfg, gen), np.int64)
 
 
 class TorchModel(Checkpointed, nn.Module):
@@ -175,6 +172,7 @@ class NeuralLM(TokenModel, TorchModel):
 
     carries_state: ClassVar[bool] = True  # recurrent state continues across BPTT windows
     eval_chunk: ClassVar[int] = 4096  # tokens per forward call in log_prob
+    initial_state = TorchModel.initial_state  # a batch of fresh states, not the sampler's one
 
     def __init__(self, config: Any, vocab: Vocab) -> None:
         nn.Module.__init__(self)
@@ -239,11 +237,11 @@ class NeuralLM(TokenModel, TorchModel):
 def without_onednn() -> Iterator[None]:
     """Use ATen's native RNN kernels (the same numbers) instead of oneDNN's, for batch-1 steps."""
     was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # typed as a ContextProp
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = was
+        torch.backends.mkldnn.enabled = was  # type: ignore[assignment]
 
 
 def _is_embedding(module: nn.Module, p: torch.Tensor) -> bool:
@@ -252,6 +250,17 @@ def _is_embedding(module: nn.Module, p: torch.Tensor) -> bool:
 
 def replace_config(config: Any, **changes: Any) -> Any:
     return dataclasses.replace(config, **changes)
+
+
+def load_family(cls: Any, path: str | Path) -> Any:
+    """Load `path` as family class `cls`; a checkpoint of another family is a one-line error."""
+    tensors, meta = load_checkpoint_file(path)
+    if meta["family"] != cls.family:
+        raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got {meta['family']!r}")
+    try:
+        return cls.from_checkpoint(tensors, meta)
+    except SeqlabError as e:
+        raise SeqlabError(f"{path}: {e}") from None
 
 
 def load_checkpoint_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

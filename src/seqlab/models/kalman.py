@@ -37,7 +37,8 @@ import numba as nb
 import numpy as np
 
 from seqlab.errors import SeqlabError, describe
-from seqlab.io import load_tensors, save_tensors
+from seqlab.io import save_tensors
+from seqlab.models.base import load_family
 from seqlab.params import Params
 from seqlab.protocol import split_lengths
 from seqlab.run import Run
@@ -663,14 +664,7 @@ class LinearGaussianSSM(Params):
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        tensors, meta = load_tensors(path)
-        if meta.get("family") != cls.family:
-            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got "
-                              f"{meta.get('family')!r}")
-        try:
-            return cls.from_checkpoint(tensors, meta)
-        except SeqlabError as e:
-            raise SeqlabError(f"{path}: {e}") from None
+        return load_family(cls, path)
 
 
 def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import numpy as np
 
 from seqlab.errors import SeqlabError
-from seqlab.io import load_tensors, save_tensors
+from seqlab.io import save_tensors
+from seqlab.models.base import load_family
 from seqlab.models.kalman import as_observations, check_params
 from seqlab.params import Params
 from seqlab.protocol import split_lengths
@@ -226,14 +227,7 @@ class BootstrapParticleFilter(Params):
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        tensors, meta = load_tensors(path)
-        if meta.get("family") != cls.family:
-            raise SeqlabError(f"{path}: expected a {cls.family} checkpoint, got "
-                              f"{meta.get('family')!r}")
-        try:
-            return cls.from_checkpoint(tensors, meta)
-        except SeqlabError as e:
-            raise SeqlabError(f"{path}: {e}") from None
+        return load_family(cls, path)
 
     def _states(self, z: Any, who: str, N: int, n: int | None = None) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)

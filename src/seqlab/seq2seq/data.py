@@ -26,7 +26,7 @@ and ``<eos>`` strings in the data are ordinary text and map to ``<unk>``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from seqlab.data.splits import SplitConfig
+from seqlab.data.splits import Cursor, SplitConfig, Splits
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
 from seqlab.io import read_json, write_json
@@ -293,7 +293,7 @@ def length_sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarr
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-class PairBatcher:
+class PairBatcher(Cursor):
     """Shuffled, length-bucketed training batches, deterministic from (seed, epoch).
 
     Each epoch permutes the pairs, cuts the permutation into pools of ``bucket`` batches, sorts
@@ -343,11 +343,6 @@ class PairBatcher:
         """Target tokens in the batch just read (for tokens/s)."""
         return self._last_tokens
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, d: Mapping[str, int]) -> None:
-        self.epoch, self.index = int(d["epoch"]), int(d["index"])
 
 
 # --- splits --------------------------------------------------------------------------------
@@ -383,18 +378,10 @@ class DataConfig(SplitConfig):
 
 
 @dataclass
-class PairData:
+class PairData(Splits["Pairs"]):
     """Encoded splits and their vocabularies."""
 
     vocab: PairVocab
-    train: Pairs
-    valid: Pairs
-    test: Pairs
-
-    def split(self, name: str) -> Pairs:
-        if name not in ("train", "valid", "test"):
-            raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
-        return getattr(self, name)
 
 
 def _random_split(n: int, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from seqlab.data.corpus import Corpus, DataConfig, encode_for_eval, prepare
+from seqlab.data.corpus import Corpus, encode_for_eval, prepare
+from seqlab.data.corpus import DataConfig as TextConfig
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError, TrainingDiverged
 from seqlab.run import Run
@@ -101,7 +102,7 @@ def fit_stream(model: Any, X: np.ndarray, valid: np.ndarray | None, run: Run) ->
     from seqlab.trainer import Trainer
 
     batches = StreamBatcher(X, run.train.batch_size, run.train.seq_len, run.train.seed)
-    Trainer(run).fit(model, batches, _validator(model, valid))
+    Trainer(run).fit(model, batches, _validator(model, valid))  # type: ignore[arg-type]
 
 
 def _validator(model: Any, valid: np.ndarray | None) -> Callable[[], Metrics] | None:
@@ -125,7 +126,7 @@ class LanguageModeling:
     """Next-token prediction on text (the `Task` protocol)."""
 
     name: ClassVar[str] = "lm"
-    DataConfig: ClassVar[type] = DataConfig
+    DataConfig: ClassVar[type] = TextConfig
     models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {
         "ngram": ("ngram", {}),
         "rnn": ("recurrent", {"cell": "rnn"}),
@@ -140,7 +141,7 @@ class LanguageModeling:
     metrics: ClassVar[tuple[str, ...]] = ("bits_per_token",)  # what validation reports
     mode: ClassVar[str] = "min"
 
-    def prepare(self, cfg: DataConfig, workdir: Path, vocab: Vocab | None = None,
+    def prepare(self, cfg: TextConfig, workdir: Path, vocab: Vocab | None = None,
                 model: Any = None) -> Corpus:
         return prepare(cfg, workdir, vocab=vocab)
 
@@ -153,7 +154,7 @@ class LanguageModeling:
     def describe_data(self, data: Corpus) -> str:
         return (f"{len(data.train):,} {data.vocab.level} tokens (vocabulary {len(data.vocab)})")
 
-    def batches(self, data: Corpus, cfg: DataConfig, train: Any) -> StreamBatcher:
+    def batches(self, data: Corpus, cfg: TextConfig, train: Any) -> StreamBatcher:
         return StreamBatcher(data.train, train.batch_size, train.seq_len, train.seed)
 
     def estimator_inputs(self, data: Corpus) -> tuple[np.ndarray, list[int] | None, Any]:

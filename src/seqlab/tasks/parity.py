@@ -16,7 +16,7 @@ stack and a two-class output at every step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from seqlab.data.splits import SplitConfig
+from seqlab.data.splits import Cursor, SplitConfig, Splits
 from seqlab.errors import SeqlabError
 from seqlab.io import write_json
 from seqlab.tasks.base import Metrics
@@ -82,17 +82,7 @@ def _read(path: str) -> list[np.ndarray]:
     return parse([ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()], path)
 
 
-@dataclass
-class ParityData:
-    vocab: None
-    train: list[np.ndarray]
-    valid: list[np.ndarray]
-    test: list[np.ndarray]
-
-    def split(self, name: str) -> list[np.ndarray]:
-        if name not in ("train", "valid", "test"):
-            raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
-        return list(getattr(self, name))
+ParityData = Splits[list[np.ndarray]]  # bit strings; the vocabulary (two bits) is fixed
 
 
 def pad(strings: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +96,7 @@ def pad(strings: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-class ParityBatcher:
+class ParityBatcher(Cursor):
     """Shuffled batches of whole strings; the position is (epoch, index)."""
 
     def __init__(self, strings: list[np.ndarray], batch_size: int, seed: int) -> None:
@@ -127,11 +117,6 @@ class ParityBatcher:
     def tokens_per_batch(self) -> int:
         return self.batch_size
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, d: Mapping[str, int]) -> None:
-        self.epoch, self.index = int(d["epoch"]), int(d["index"])
 
 
 @dataclass
@@ -187,7 +172,7 @@ class ParityTagging:
         held = main[n_train:]
         valid = _read(cfg.valid) if cfg.valid else held[:n_valid]
         test = _read(cfg.test) if cfg.test else held[n_valid:]
-        return ParityData(None, main[:n_train], valid, test)
+        return Splits(None, main[:n_train], valid, test)
 
     def save_vocab(self, vocab: Any, path: Path) -> None:
         write_json(path, {"tokens": ["0", "1"]})  # fixed: the two bits

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from seqlab.errors import SeqlabError
+from seqlab.seq2seq.data import DataConfig as PairConfig
 from seqlab.seq2seq.data import (
-    DataConfig,
     PairBatcher,
     PairData,
     Pairs,
@@ -39,13 +39,13 @@ class Translation:
     """Source-to-target sequence transduction (the `Task` protocol)."""
 
     name: ClassVar[str] = "seq2seq"
-    DataConfig: ClassVar[type] = DataConfig
+    DataConfig: ClassVar[type] = PairConfig
     models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {"seq2seq": ("seq2seq", {})}
     metric: ClassVar[str] = "exact_match"
     metrics: ClassVar[tuple[str, ...]] = ("exact_match", "token_accuracy", "bits_per_token")
     mode: ClassVar[str] = "max"
 
-    def prepare(self, cfg: DataConfig, workdir: Path, vocab: PairVocab | None = None,
+    def prepare(self, cfg: PairConfig, workdir: Path, vocab: PairVocab | None = None,
                 model: Any = None) -> PairData:
         """Read, check (against the model config's maximum lengths) and encode the pairs."""
         from seqlab.seq2seq.model import Seq2SeqConfig
@@ -62,7 +62,7 @@ class Translation:
         return (f"{len(data.train):,} pairs (vocabularies {len(data.vocab.src)} / "
                 f"{len(data.vocab.tgt)})")
 
-    def batches(self, data: PairData, cfg: DataConfig, train: Any) -> PairBatcher:
+    def batches(self, data: PairData, cfg: PairConfig, train: Any) -> PairBatcher:
         return PairBatcher(data.train, train.batch_size, train.seed, cfg.bucket)
 
     def estimator_inputs(self, data: PairData) -> tuple[Any, Any, Any]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seqlab.data.splits import SplitConfig
+from seqlab.data.splits import SplitConfig, Splits
 from seqlab.errors import SeqlabError
 from seqlab.io import write_json
 from seqlab.tasks.base import Metrics
@@ -87,22 +87,12 @@ def simulate(sequences: int, steps: int, seed: int) -> list[np.ndarray]:
     model), each starting from the model's initial distribution."""
     from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
 
-    tracks = LinearGaussianSSM(**constant_velocity()).sample(steps, sequences,
-                                                              random_state=seed)[1]
+    truth = LinearGaussianSSM(**constant_velocity())  # type: ignore[arg-type]
+    tracks = truth.sample(steps, sequences, random_state=seed)[1]
     return list(tracks)  # (B, T, 2) -> B arrays (T, 2)
 
 
-@dataclass
-class SeriesData:
-    vocab: None
-    train: list[np.ndarray]
-    valid: list[np.ndarray]
-    test: list[np.ndarray]
-
-    def split(self, name: str) -> list[np.ndarray]:
-        if name not in ("train", "valid", "test"):
-            raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
-        return list(getattr(self, name))
+SeriesData = Splits[list[np.ndarray]]  # sequences (T, d); real values have no vocabulary
 
 
 def concat(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
@@ -144,18 +134,18 @@ class SeriesForecasting:
                 else _read(cfg.path))
         if len(main) == 1:  # one series: contiguous blocks in time
             n_train, n_valid, _ = cfg.split_sizes(len(main[0]))
-            cuts = np.split(main[0], [n_train, n_train + n_valid])
+            blocks = np.split(main[0], [n_train, n_train + n_valid])
+            cuts = [[b] if len(b) else [] for b in blocks]
         else:  # several: whole sequences
             n_train, n_valid, _ = cfg.split_sizes(len(main))
             cuts = [main[:n_train], main[n_train : n_train + n_valid], main[n_train + n_valid :]]
-        train, valid, test = ([c] if len(main) == 1 and len(c) else
-                              [] if len(main) == 1 else list(c) for c in cuts)
+        train, valid, test = cuts
         valid = _read(cfg.valid) if cfg.valid else valid
         test = _read(cfg.test) if cfg.test else test
         if not train or len(train[0]) < 2:
             raise SeqlabError(f"{cfg.path}: expected at least 2 training steps, got "
                               f"{sum(len(s) for s in train)}")
-        return SeriesData(None, train, valid, test)
+        return Splits(None, train, valid, test)
 
     def save_vocab(self, vocab: Any, path: Path) -> None:
         write_json(path, {"tokens": None})  # real-valued data has no vocabulary
