@@ -11,11 +11,11 @@ import torch
 from tests.conftest import char_vocab, markov2_source, sample_markov2
 
 from seqlab import models
+from seqlab.data.stream import StreamBatcher
 from seqlab.errors import TrainingDiverged
 from seqlab.io import load_tensors
 from seqlab.run import Run, TrainConfig
 from seqlab.scoring import evaluate
-from seqlab.tasks.lm import StreamBatcher
 from seqlab.trainer import Schedule
 
 

@@ -28,10 +28,10 @@ import numpy as np
 from benchmarks.common import SHARED_DATA, markdown_table, write_results
 from seqlab.config import from_dict
 from seqlab.data.corpus import DataConfig
+from seqlab.data.stream import StreamBatcher
 from seqlab.experiment import Experiment, train
 from seqlab.models import make_config
 from seqlab.run import TrainConfig
-from seqlab.tasks.lm import StreamBatcher
 
 HERE = Path(__file__).parent
 WORK = HERE / "_work"

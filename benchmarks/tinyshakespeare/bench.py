@@ -26,6 +26,7 @@ from benchmarks.common import SHARED_DATA, check_quiet, markdown_table, write_re
 from seqlab import models
 from seqlab.data.corpus import DataConfig, prepare
 from seqlab.experiment import Experiment, train
+from seqlab.precision import resolve_precision
 from seqlab.run import TrainConfig
 from seqlab.sampling import SampleConfig, sample_text
 from seqlab.scoring import evaluate
@@ -39,7 +40,7 @@ NGRAM_ORDERS = (3, 5, 7, 9)
 def train_config(minutes: float) -> TrainConfig:
     return TrainConfig(batch_size=64, seq_len=128, lr=3e-3, min_lr=1e-4, warmup_steps=100,
                        max_steps=1_000_000, max_minutes=minutes, eval_interval=250,
-                       precision="bf16", clip_norm=1.0, progress=False)
+                       precision="auto", clip_norm=1.0, progress=False)
 
 
 def data_config() -> DataConfig:
@@ -92,12 +93,13 @@ def bench_bare_loop(seconds: float, vocab_size: int, data: np.ndarray) -> float:
     rng = np.random.default_rng(0)
     B, T = cfg.batch_size, cfg.seq_len
     state = None
+    bf16 = resolve_precision(cfg.precision) == "bf16"  # the same choice as the toolkit's run
 
     def step() -> None:
         nonlocal state
         idx = rng.integers(0, len(data) - T - 1, B)[:, None] + np.arange(T + 1)
         xy = torch.from_numpy(np.asarray(data[idx], dtype=np.int64))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out, state = rnn(drop(emb(xy[:, :-1])), state)
             logits = head(drop(out))
         state = tuple(s.detach() for s in state)
@@ -128,6 +130,7 @@ def main() -> None:
     bare = bench_bare_loop(args.bare_seconds, len(model.vocab), corpus.train)
     lstm["bare_tokens_per_sec"] = bare
     lstm["speed_ratio"] = lstm["tokens_per_sec"] / bare
+    lstm["precision"] = resolve_precision("auto")
     rows.append(lstm)
     cols = [("model", "model", "s"), ("valid_bits_per_char", "valid bits/char", ".3f"),
             ("valid_nats_per_char", "valid nats/char", ".3f"),

@@ -45,7 +45,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
         raise SeqlabError(
             f"unknown config key {prefix}{unknown[0]}; valid keys{where}: {', '.join(names)}"
         )
-    hints = _type_hints(cls)
+    as_type: type = cls  # mypy does not see a type[T] as Hashable, which the cache asks for
+    hints = _type_hints(as_type)
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)

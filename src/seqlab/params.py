@@ -30,7 +30,8 @@ class Params:
     @classmethod
     def _param_names(cls) -> list[str]:
         """Constructor argument names, in signature order."""
-        return list(_signature_names(cls))
+        as_type: type = cls  # mypy does not see a type[Self] as Hashable, as the cache asks
+        return list(_signature_names(as_type))
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor arguments (and ``name__sub`` ones of nested parametrised values)."""
@@ -79,7 +80,7 @@ class Params:
 
 
 @functools.cache  # inspect.signature is slow, and models may read their parameters per step
-def _signature_names(cls: type) -> tuple[str, ...]:
+def _signature_names(cls: type[object]) -> tuple[str, ...]:
     names = []
     for p in inspect.signature(cls.__init__).parameters.values():
         # **kwargs would hide arguments from get_params, so clone would silently drop them

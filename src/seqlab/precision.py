@@ -72,7 +72,7 @@ def _probe() -> None:
     # still probes the kernels that training uses.
     mkldnn = torch.backends.mkldnn
     was = mkldnn.enabled  # set by hand: mkldnn.flags() warns about TF32 on every call
-    mkldnn.enabled = True
+    mkldnn.enabled = True  # type: ignore[assignment]  # torch types the flag as a ContextProp
     try:
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
             _run_kernels()

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
+from seqlab.errors import TrainingDiverged
 from seqlab.protocol import LanguageModel
 
 
@@ -61,3 +64,23 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
         unk_tokens=int(np.count_nonzero(np.asarray(ids) == unk)) if unk is not None else 0,
         seconds=time.perf_counter() - t0,
     )
+
+
+def validator(model: Any, valid: np.ndarray | None) -> Callable[[], dict[str, float]] | None:
+    """The trainer's validation callable for a language model: bits per token on `valid`
+    (None without a validation split). A score far above the uniform distribution's stops the
+    run: the weights have blown up without becoming NaN (``train.lr=1e6``)."""
+    if valid is None or len(valid) == 0:
+        return None
+    uniform = math.log2(len(model.vocab))
+
+    def validate() -> dict[str, float]:
+        bits = evaluate(model, valid).bits_per_token
+        if bits > 4 * uniform + 1:
+            raise TrainingDiverged(
+                f"training stopped: validation reached {bits:.4g} bits/token, far above the "
+                f"uniform distribution's {uniform:.2f}; the run diverged and its best checkpoint "
+                "was kept. Try a lower train.lr")
+        return {"bits_per_token": bits}
+
+    return validate

@@ -136,9 +136,9 @@ def test_missing_data_leaves_nothing_so_the_retry_succeeds(task: str, tmp_path: 
 def test_batch_sources_follow_the_protocol() -> None:
     import torch
 
+    from seqlab.data.stream import StreamBatcher
     from seqlab.seq2seq.data import PairBatcher, Pairs, PairVocab, build_vocab
     from seqlab.synthetic import TaskBatcher
-    from seqlab.tasks.lm import StreamBatcher
     from seqlab.tasks.parity import ParityBatcher
 
     vocab = build_vocab([["a", "b"]], "word")

@@ -184,13 +184,17 @@ class NeuralLM(TokenModel, TorchModel):
     # --- training ------------------------------------------------------------------------
     def fit(self, X: np.ndarray, lengths: list[int] | None = None, *,
             valid: np.ndarray | None = None, run: Run | None = None) -> Self:
-        """Train on a token stream through the language-model task's batches and the trainer
-        (the CLI's pipeline does the same; this is the notebook entry point)."""
-        from seqlab.tasks.lm import fit_stream
+        """Train on a token stream with the language-model task's batches, validation and the
+        trainer (what the CLI's pipeline does; this is the notebook entry point)."""
+        from seqlab.data.stream import StreamBatcher
+        from seqlab.scoring import validator
+        from seqlab.trainer import Trainer
 
         if lengths is not None:
             split_lengths(X, lengths)  # validates; streams are concatenated for BPTT anyway
-        fit_stream(self, X, valid, run or Run())
+        run = run or Run()
+        batches = StreamBatcher(X, run.train.batch_size, run.train.seq_len, run.train.seed)
+        Trainer(run).fit(self, batches, validator(self, valid))
         return self
 
     def training_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: State
@@ -237,11 +241,11 @@ class NeuralLM(TokenModel, TorchModel):
 def without_onednn() -> Iterator[None]:
     """Use ATen's native RNN kernels (the same numbers) instead of oneDNN's, for batch-1 steps."""
     was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # typed as a ContextProp
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # torch types the flag as a ContextProp
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = was  # type: ignore[assignment]
+        torch.backends.mkldnn.enabled = was
 
 
 def _is_embedding(module: nn.Module, p: torch.Tensor) -> bool:

@@ -9,117 +9,20 @@ prompt through the one sampler (`seqlab.sampling`). Its own CLI command is ``seq
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from seqlab.data.corpus import Corpus, encode_for_eval, prepare
 from seqlab.data.corpus import DataConfig as TextConfig
+from seqlab.data.stream import StreamBatcher
 from seqlab.data.vocab import Vocab
-from seqlab.errors import SeqlabError, TrainingDiverged
-from seqlab.run import Run
-from seqlab.scoring import Evaluation, evaluate
+from seqlab.errors import SeqlabError
+from seqlab.scoring import Evaluation, evaluate, validator
 from seqlab.tasks.base import Metrics
-
-# Validation above this many times the uniform distribution's bits per token is not a model
-# that is still learning: the weights have blown up without becoming NaN (train.lr=1e6).
-HOPELESS = 4.0
-
-
-class StreamBatcher:
-    """Truncated-BPTT batches from one long token stream.
-
-    The stream is cut into B contiguous rows, and step i reads window i of every row, so row b
-    of consecutive batches continues the same text and the hidden state can be carried over::
-
-        data (after a per-epoch offset o < T):  a b c d e f g h i j k l m n o p q r ...
-        B = 2, T = 3:
-            row 0: a b c d e f g h i     batch 0: x = [a b c]  y = [b c d]
-            row 1: j k l m n o p q r              x = [j k l]  y = [k l m]
-                                         batch 1: x = [d e f]  y = [e f g]
-                                                  x = [m n o]  y = [n o p]
-
-    Targets are inputs shifted by one. A new epoch draws a new offset (from seed and epoch
-    alone, so the position is two integers) and starts with a fresh hidden state.
-    """
-
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> None:
-        self.data, self.B, self.T, self.seed = data, batch_size, seq_len, seed
-        self.epoch, self.window = 0, 0
-        if self.windows_per_epoch(0) < 1:
-            raise SeqlabError(
-                f"the training split has {len(data)} tokens; batch_size x (seq_len + 1) = "
-                f"{batch_size} x {seq_len + 1} needs at least {batch_size * (seq_len + 1) * 2}; "
-                "lower train.batch_size or train.seq_len"
-            )
-
-    def _offset(self, epoch: int) -> int:
-        return 0 if epoch == 0 else int(np.random.default_rng([self.seed, epoch]).integers(self.T))
-
-    def _row_len(self, epoch: int) -> int:
-        return (len(self.data) - self._offset(epoch)) // self.B
-
-    def next_epoch(self) -> int:
-        """The epoch the next batch belongs to (the step schedule decays by epoch)."""
-        return self.epoch + (self.window >= self.windows_per_epoch(self.epoch))
-
-    def windows_per_epoch(self, epoch: int) -> int:
-        return (self._row_len(epoch) - 1) // self.T
-
-    def next(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
-        """The next (x, y) batch, each (B, T), and whether it starts a new epoch."""
-        if self.window >= self.windows_per_epoch(self.epoch):
-            self.epoch, self.window = self.epoch + 1, 0
-        start = self._offset(self.epoch) + self.window * self.T
-        rows = start + self._row_len(self.epoch) * np.arange(self.B)
-        idx = rows[:, None] + np.arange(self.T + 1)  # (B, T+1)
-        xy = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
-        fresh = self.window == 0
-        self.window += 1
-        return (xy[:, :-1], xy[:, 1:]), fresh
-
-    @property
-    def batch_size(self) -> int:
-        return self.B
-
-    def tokens_per_batch(self) -> int:
-        return self.B * self.T
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "window": self.window}
-
-    def load_state_dict(self, d: Mapping[str, int]) -> None:
-        self.epoch, self.window = int(d["epoch"]), int(d["window"])
-
-
-def fit_stream(model: Any, X: np.ndarray, valid: np.ndarray | None, run: Run) -> None:
-    """Train a torch language model on a token stream (the notebook path of ``fit``)."""
-    from seqlab.trainer import Trainer
-
-    batches = StreamBatcher(X, run.train.batch_size, run.train.seq_len, run.train.seed)
-    Trainer(run).fit(model, batches, _validator(model, valid))  # type: ignore[arg-type]
-
-
-def _validator(model: Any, valid: np.ndarray | None) -> Callable[[], Metrics] | None:
-    if valid is None or len(valid) == 0:
-        return None
-    uniform = math.log2(len(model.vocab))
-
-    def validate() -> Metrics:
-        bits = evaluate(model, valid).bits_per_token
-        if bits > HOPELESS * uniform + 1:
-            raise TrainingDiverged(
-                f"training stopped: validation reached {bits:.4g} bits/token, far above the "
-                f"uniform distribution's {uniform:.2f}; the run diverged and its best checkpoint "
-                "was kept. Try a lower train.lr")
-        return {"bits_per_token": bits}
-
-    return validate
 
 
 class LanguageModeling:
@@ -162,7 +65,7 @@ class LanguageModeling:
         return data.train, None, data.valid
 
     def validate(self, model: Any, data: Corpus) -> Callable[[], Metrics] | None:
-        return _validator(model, data.valid)
+        return validator(model, data.valid)
 
     def evaluate(self, model: Any, split: np.ndarray, *, split_name: str, name: str
                  ) -> Evaluation:
