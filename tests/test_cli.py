@@ -119,7 +119,7 @@ def test_bad_data_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 def test_unknown_config_key(tmp_path: Path, tiny_text: Path, capsys: pytest.CaptureFixture) -> None:
     expect_error(capsys, ["train", "--data", tiny_text, "--out", tmp_path / "x", "train.lrate=1"],
-                 "valid keys in train: batch_size")
+                 "valid keys in train: max_steps")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  name: gru\n  hidden_size: 8\n")
     expect_error(capsys, ["train", "--config", cfg, "--data", tiny_text, "--out", tmp_path / "y"],

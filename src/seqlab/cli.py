@@ -36,15 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run folder")
     t.add_argument("--config", help="YAML or TOML config file")
-    t.add_argument("--model", help="model name (ngram, lstm, seq2seq, kalman, ...; see README)")
-    t.add_argument("--data", help="training data (default: the task's built-in data)")
-    t.add_argument("--valid", help="separate validation file (default: a fraction of --data)")
-    t.add_argument("--test", help="separate test file (default: a fraction of --data)")
-    t.add_argument("--level", help="tokenisation level, where the task has one (data.level)")
+    for flag, (_, _, kind, text) in TRAIN_FLAGS.items():
+        t.add_argument(flag, type=kind, help=text)
     t.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
-    t.add_argument("--max-steps", type=int, help="sets train.max_steps")
-    t.add_argument("--max-minutes", type=float, help="sets train.max_minutes")
-    t.add_argument("--seed", type=int, help="sets train.seed")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     _add_override_help(t)
 
@@ -71,11 +65,18 @@ def _version() -> str:
     return f"seqlab {__version__}"
 
 
-# Command-line flags of `train` and the config keys they set (typed by argparse, no re-parsing).
-TRAIN_FLAGS = {"model": ("model", "name"), "data": ("data", "path"), "valid": ("data", "valid"),
-               "test": ("data", "test"), "level": ("data", "level"),
-               "max_steps": ("train", "max_steps"), "max_minutes": ("train", "max_minutes"),
-               "seed": ("train", "seed")}
+# The flags of `train` that set a config key: flag -> (section, key, type, help). Values go
+# into the config dict as argparse typed them; nothing is turned into text and parsed back.
+TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
+    "--model": ("model", "name", str, "model name (ngram, lstm, seq2seq, kalman, ...; README)"),
+    "--data": ("data", "path", str, "training data (default: the task's built-in data)"),
+    "--valid": ("data", "valid", str, "separate validation file (default: part of --data)"),
+    "--test": ("data", "test", str, "separate test file (default: part of --data)"),
+    "--level": ("data", "level", str, "tokenisation level, where the task has one"),
+    "--max-steps": ("train", "max_steps", int, "sets train.max_steps"),
+    "--max-minutes": ("train", "max_minutes", float, "sets train.max_minutes"),
+    "--seed": ("train", "seed", int, "sets train.seed"),
+}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -83,8 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqlab.experiment import resolve, train
 
     raw = apply_overrides(load_file(args.config) if args.config else {}, args.overrides)
-    for attr, (section, key) in TRAIN_FLAGS.items():
-        value = getattr(args, attr)
+    for flag, (section, key, _, _) in TRAIN_FLAGS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
         if value is not None:
             node = raw.setdefault(section, {})
             if not isinstance(node, dict):

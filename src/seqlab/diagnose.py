@@ -126,7 +126,8 @@ def clipping_runs(*, lr: float = 0.1, steps: int = 200, T: int = 50, seed: int =
                                                                        **EXPLODING)))
         cfg = TrainConfig(optimizer="sgd", lr=lr, schedule="constant", warmup_steps=0,
                           max_steps=steps, batch_size=32, log_interval=1, progress=False,
-                          seed=seed, **{"clip_norm": None, **clip})
+                          seed=seed, clip_norm=clip.get("clip_norm"),
+                          clip_value=clip.get("clip_value"))
         rec, diverged = Record(), None
         try:
             Trainer(Run(train=cfg, callbacks=[rec])).fit(head, TaskBatcher(x, y, 32), None)

@@ -33,6 +33,12 @@ class Params:
         as_type: type = cls  # mypy does not see a type[Self] as Hashable, as the cache asks
         return list(_signature_names(as_type))
 
+    def _store(self, arguments: dict[str, Any]) -> None:
+        """Store every constructor argument unchanged under its own name: call it from
+        ``__init__`` with ``locals()``. This is the whole of an ``__init__`` here."""
+        for name in self._param_names():
+            setattr(self, name, arguments[name])
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor arguments (and ``name__sub`` ones of nested parametrised values)."""
         out: dict[str, Any] = {}

@@ -6,9 +6,10 @@ an explicit `torch.Generator`, so a seed gives the same text on every run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from seqlab.config import check_range
@@ -67,7 +68,7 @@ def pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
 
 
 def stream(
-    model: LanguageModel, prompt: Sequence[int], cfg: SampleConfig, gen: torch.Generator
+    model: LanguageModel, prompt: np.ndarray | list[int], cfg: SampleConfig, gen: torch.Generator
 ) -> Iterator[int]:
     """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time."""
     logits, state = model.prime(prompt)
@@ -86,7 +87,7 @@ def sample_text(model: LanguageModel, cfg: SampleConfig) -> Iterator[Iterator[st
         yield _decoded(model, prompt, cfg, gen)
 
 
-def _decoded(model: LanguageModel, prompt: Sequence[int], cfg: SampleConfig,
+def _decoded(model: LanguageModel, prompt: np.ndarray | list[int], cfg: SampleConfig,
              gen: torch.Generator) -> Iterator[str]:
     decoder = model.vocab.decoder()
     for tok in prompt:

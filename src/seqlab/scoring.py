@@ -24,8 +24,16 @@ from seqlab.errors import TrainingDiverged
 from seqlab.protocol import LanguageModel
 
 
+class ScoreRow:
+    """What every task's evaluation result shares: it is a dataclass, and ``as_dict`` gives the
+    row that ``--json``, metrics.jsonl and the leaderboard record."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]  # subclasses are dataclasses
+
+
 @dataclass
-class Evaluation:
+class Evaluation(ScoreRow):
     model: str  # the model's name (e.g. "lstm", "ngram")
     split: str  # which split or file was scored
     tokens: int  # number of tokens scored (N)
@@ -34,9 +42,6 @@ class Evaluation:
     perplexity: float  # exp(nats / N); per word at word level
     unk_tokens: int  # tokens that were unseen in training and scored as <unk>
     seconds: float
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def summary(self) -> str:
         return (f"{self.model} on {self.split}: {self.bits_per_token:.4f} bits/token, "
@@ -54,8 +59,9 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
         raise AssertionError(f"{type(model).__name__}.log_prob returned {lp.shape}, not ({n},)")
     nats = float(-lp.sum())
     unk = model.vocab.unk_id
+    label: str = getattr(model, "name", type(model).__name__)  # the protocol has no name
     return Evaluation(
-        model=name or getattr(model, "name", type(model).__name__),
+        model=name or label,
         split=split,
         tokens=n,
         nats=nats,

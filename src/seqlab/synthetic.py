@@ -77,13 +77,10 @@ class TaskBatcher(Cursor):
             raise SeqlabError(f"expected as many inputs as targets and at least batch_size = "
                               f"{batch_size} of them, got {len(x)} and {len(y)}")
         self.x, self.y, self.B = x, y, batch_size
-        self.epoch, self.index = 0, 0
 
     def next(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
-        if self.index + self.B > len(self.x):
-            self.epoch, self.index = self.epoch + 1, 0
-        s = slice(self.index, self.index + self.B)
-        self.index += self.B
+        start = self.take(self.B, len(self.x))
+        s = slice(start, start + self.B)
         return (self.x[s], self.y[s]), True
 
     @property

@@ -63,7 +63,7 @@ class Splits(Generic[S]):
     def split(self, name: str) -> S:
         if name not in ("train", "valid", "test"):
             raise SeqlabError(f"split must be one of train, valid, test; got {name!r}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
 
 class Cursor:
@@ -72,6 +72,13 @@ class Cursor:
 
     epoch: int = 0
     index: int = 0
+
+    def take(self, size: int, total: int) -> int:
+        """Where the next `size` of `total` items start; a new epoch when they do not fit."""
+        if self.index + size > total:
+            self.epoch, self.index = self.epoch + 1, 0
+        start, self.index = self.index, self.index + size
+        return start
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "index": self.index}

@@ -81,7 +81,7 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
 def build(name: str, vocab: Any, overrides: dict[str, Any] | None = None) -> Any:
     """A fresh, untrained model: ``Family.from_config(config, vocab)``."""
     cls, _ = resolve(name)
-    model = cls.from_config(make_config(name, overrides), vocab)  # type: ignore[attr-defined]
+    model = cls.from_config(make_config(name, overrides), vocab)
     model.name = name
     return model
 

@@ -63,7 +63,7 @@ class TokenModel(Checkpointed):
 
     vocab: Vocab
 
-    def initial_state(self, batch_size: int = 1) -> State:
+    def initial_state(self) -> State:  # the protocol's signature; neural LMs add batch_size
         raise NotImplementedError
 
     def step(self, token: int, state: State) -> tuple[torch.Tensor, State]:

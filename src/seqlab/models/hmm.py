@@ -186,23 +186,18 @@ class BaseHMM(Params):
     """
 
     emission_letters: ClassVar[str] = "e"
-
-    def __init__(self, n_components: int = 1, *, startprob_prior: float = 1.0,
-                 transmat_prior: float = 1.0, algorithm: str = "viterbi",
-                 random_state: int | np.random.Generator | None = None, n_iter: int = 10,
-                 tol: float = 1e-2, n_init: int = 1, params: str = "ste",
-                 init_params: str = "ste", verbose: bool = False) -> None:
-        self.n_components = n_components
-        self.startprob_prior = startprob_prior
-        self.transmat_prior = transmat_prior
-        self.algorithm = algorithm
-        self.random_state = random_state
-        self.n_iter = n_iter
-        self.tol = tol
-        self.n_init = n_init
-        self.params = params
-        self.init_params = init_params
-        self.verbose = verbose
+    # The hyperparameters every subclass's __init__ lists (and stores with `_store`).
+    n_components: int
+    startprob_prior: float
+    transmat_prior: float
+    algorithm: str
+    random_state: int | np.random.Generator | None
+    n_iter: int
+    tol: float
+    n_init: int
+    params: str
+    init_params: str
+    verbose: bool
 
     # --- the emission model (subclasses) ---------------------------------------------------
     def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
@@ -500,12 +495,7 @@ class CategoricalHMM(BaseHMM):
                  random_state: int | np.random.Generator | None = None, n_iter: int = 10,
                  tol: float = 1e-2, n_init: int = 1, params: str = "ste",
                  init_params: str = "ste", verbose: bool = False) -> None:
-        super().__init__(n_components, startprob_prior=startprob_prior,
-                         transmat_prior=transmat_prior, algorithm=algorithm,
-                         random_state=random_state, n_iter=n_iter, tol=tol, n_init=n_init,
-                         params=params, init_params=init_params, verbose=verbose)
-        self.n_features = n_features
-        self.emissionprob_prior = emissionprob_prior
+        self._store(locals())
 
     def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
         fitted = None if fitting else getattr(self, "n_features_", None)
@@ -585,16 +575,7 @@ class GaussianHMM(BaseHMM):
                  algorithm: str = "viterbi", random_state: int | np.random.Generator | None = None,
                  n_iter: int = 10, tol: float = 1e-2, n_init: int = 1, params: str = "stmc",
                  init_params: str = "stmc", verbose: bool = False) -> None:
-        super().__init__(n_components, startprob_prior=startprob_prior,
-                         transmat_prior=transmat_prior, algorithm=algorithm,
-                         random_state=random_state, n_iter=n_iter, tol=tol, n_init=n_init,
-                         params=params, init_params=init_params, verbose=verbose)
-        self.covariance_type = covariance_type
-        self.min_covar = min_covar
-        self.means_prior = means_prior
-        self.means_weight = means_weight
-        self.covars_prior = covars_prior
-        self.covars_weight = covars_weight
+        self._store(locals())
 
     def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
         return _as_frames(X, None if fitting else getattr(self, "n_features_", None))

@@ -31,7 +31,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypedDict
 
 import numba as nb
 import numpy as np
@@ -387,18 +387,7 @@ class LinearGaussianSSM(Params):
                  initial_state_mean: Any = None, initial_state_covariance: Any = None,
                  em_vars: str | tuple[str, ...] = "all", n_iter: int = 10, tol: float = 0.0,
                  random_state: int | None = None) -> None:
-        self.n_dim_state = n_dim_state
-        self.n_dim_obs = n_dim_obs
-        self.transition_matrix = transition_matrix
-        self.observation_matrix = observation_matrix
-        self.transition_covariance = transition_covariance
-        self.observation_covariance = observation_covariance
-        self.initial_state_mean = initial_state_mean
-        self.initial_state_covariance = initial_state_covariance
-        self.em_vars = em_vars
-        self.n_iter = n_iter
-        self.tol = tol
-        self.random_state = random_state
+        self._store(locals())
 
     # --- parameters ------------------------------------------------------------------------
     def _dims(self, d_data: int | None) -> tuple[int, int]:
@@ -523,13 +512,13 @@ class LinearGaussianSSM(Params):
         P = F @ Pf[np.arange(B), last] @ F.T + Q  # (B, n, n)
         empty = batch.lens == 0  # an empty sequence forecasts from the prior of z_1
         m[empty], P[empty] = p["initial_state_mean"], p["initial_state_covariance"]
-        means, covs = [], []
+        step_means, step_covs = [], []
         for h in range(steps):
             if h > 0:
                 m, P = m @ F.T, F @ P @ F.T + Q
-            means.append(m @ H.T)
-            covs.append(H @ P @ H.T + R)
-        means, covs = np.stack(means, 1), np.stack(covs, 1)  # (B, steps, d), (B, steps, d, d)
+            step_means.append(m @ H.T)
+            step_covs.append(H @ P @ H.T + R)
+        means, covs = np.stack(step_means, 1), np.stack(step_covs, 1)  # (B, steps, d), (.., d)
         return (means[0], covs[0]) if batch.layout == "single" else (means, covs)
 
     # --- sampling --------------------------------------------------------------------------
@@ -651,7 +640,8 @@ class LinearGaussianSSM(Params):
         They become the constructor arguments too, so ``clone`` or a refit starts from them.
         """
         try:
-            params = check_params({p: tensors[p].double().numpy() for p in PARAMS})
+            # dict[str, Any]: the six matrix arguments, which __init__ takes as Any
+            params: dict[str, Any] = check_params({p: tensors[p].double().numpy() for p in PARAMS})
         except KeyError as e:
             raise SeqlabError(f"the {cls.family} checkpoint is missing the array {e}") from None
         cfg = meta.get("config", {})
@@ -667,7 +657,19 @@ class LinearGaussianSSM(Params):
         return load_family(cls, path)
 
 
-def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> dict[str, np.ndarray]:
+class SSMParams(TypedDict):
+    """The six matrices of a linear-Gaussian state-space model, named as `LinearGaussianSSM`
+    takes them."""
+
+    transition_matrix: np.ndarray
+    observation_matrix: np.ndarray
+    transition_covariance: np.ndarray
+    observation_covariance: np.ndarray
+    initial_state_mean: np.ndarray
+    initial_state_covariance: np.ndarray
+
+
+def constant_velocity(dt: float = 0.1, q: float = 0.5, r: float = 0.3) -> SSMParams:
     """Parameters of the 4-d constant-velocity model (x, y, vx, vy) observed in position, with
     white-noise acceleration of intensity q (Bar-Shalom's discretisation) and observation noise
     variance r; ``LinearGaussianSSM(**constant_velocity())``."""

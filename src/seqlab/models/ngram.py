@@ -42,14 +42,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numba as nb
 import numpy as np
 import torch
 
 from seqlab.config import check_range
-from seqlab.data.vocab import EOS, UNK, Vocab
+from seqlab.data.vocab import EOS, UNK, Level, Vocab
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, save_tensors
 from seqlab.models.base import TokenModel
@@ -238,7 +238,8 @@ class NGramLM(TokenModel):
         s, barrier, V = pos.s, pos.barrier, len(self.vocab)
         eos, N = self.vocab.eos_id, len(s)
         prev_ok = ~barrier | True  # a unigram may sit anywhere (at a boundary it is <s>)
-        prev_ids, out, valid_at = s.copy(), {}, {1: ~barrier}  # unigram id = token id
+        prev_ids, valid_at = s.copy(), {1: ~barrier}  # unigram id = token id
+        out: dict[int, Any] = {}  # a tuple per order when counting, ids alone when scoring
         for k in range(2, self.config.order + 1):
             ok = np.zeros(N, dtype=bool)
             ok[1:] = prev_ok[:-1] & (prev_ids[:-1] >= 0) & ~barrier[1:]
@@ -601,15 +602,16 @@ def _arpa_word(index: dict[str, int], word: str, path: Path) -> int:
 def _vocab_from_arpa(words: list[str], level: str) -> Vocab:
     if level not in ("word", "char"):
         raise SeqlabError(f"ARPA vocabulary level must be word or char, got {level!r}")
+    checked = cast(Level, level)  # mypy does not narrow a str through `not in`
     specials = [UNK, EOS] if level == "word" else [UNK, "\n"]
-    eos_name = _arpa_names(Vocab(level, specials))[1]  # type: ignore[arg-type]
+    eos_name = _arpa_names(Vocab(checked, specials))[1]
     rest = [w for w in words if w not in (UNK, "<s>", "</s>", eos_name)]
     if level == "char":
         rest = [_unescape(w) for w in rest]
         if any(len(c) != 1 for c in rest):
             bad = next(c for c in rest if len(c) != 1)
             raise SeqlabError(f"expected one character per ARPA word at char level, got {bad!r}")
-    return Vocab(level, specials + rest)  # type: ignore[arg-type]
+    return Vocab(checked, specials + rest)
 
 
 def _unescape(word: str) -> str:

@@ -118,11 +118,7 @@ class BootstrapParticleFilter(Params):
     def __init__(self, model: StateSpaceModel | Any, n_particles: int = 1000, *,
                  ess_threshold: float = 0.5, resampling: str = "systematic",
                  random_state: int | np.random.Generator | None = None) -> None:
-        self.model = model
-        self.n_particles = n_particles
-        self.ess_threshold = ess_threshold
-        self.resampling = resampling
-        self.random_state = random_state
+        self._store(locals())
 
     def _check(self) -> None:
         if not (isinstance(self.n_particles, int | np.integer) and self.n_particles >= 1):
@@ -186,7 +182,7 @@ class BootstrapParticleFilter(Params):
         """The model's parameters as tensors; its kind and the filter's settings as JSON."""
         self._check()
         kind = getattr(self.model, "kind", None)
-        if MODEL_KINDS.get(kind) is not type(self.model):
+        if kind is None or MODEL_KINDS.get(kind) is not type(self.model):
             raise SeqlabError(f"cannot save a particle filter over {type(self.model).__name__}: "
                               "user callables cannot be stored, only built-in parametric models "
                               f"({', '.join(MODEL_KINDS)}); rebuild the filter in code instead")
@@ -313,12 +309,7 @@ class LinearGaussianModel(Params):
     def __init__(self, transition_matrix: Any, observation_matrix: Any,
                  transition_covariance: Any, observation_covariance: Any,
                  initial_state_mean: Any, initial_state_covariance: Any) -> None:
-        self.transition_matrix = transition_matrix
-        self.observation_matrix = observation_matrix
-        self.transition_covariance = transition_covariance
-        self.observation_covariance = observation_covariance
-        self.initial_state_mean = initial_state_mean
-        self.initial_state_covariance = initial_state_covariance
+        self._store(locals())
 
     def checked(self) -> dict[str, np.ndarray]:
         """The parameters as float64 arrays, checked as the Kalman filter checks them."""

@@ -9,6 +9,7 @@ References: Elman (1990); Hochreiter & Schmidhuber (1997); Cho et al. (2014).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +72,7 @@ class RecurrentLM(NeuralLM):
             tensors.pop("model.head.weight")
         return tensors, meta
 
-    def load_checkpoint(self, tensors: dict[str, torch.Tensor]) -> None:
+    def load_checkpoint(self, tensors: Mapping[str, torch.Tensor]) -> None:
         if self.config.tie_weights and "model.embed.weight" in tensors:
             tensors = {**tensors, "model.head.weight": tensors["model.embed.weight"]}
         super().load_checkpoint(tensors)

@@ -180,7 +180,7 @@ class Cell(nn.Module):
     def forward(self, x: torch.Tensor, state: CellState | None = None, *,
                 mask: torch.Tensor | None = None, return_gates: bool = False
                 ) -> tuple[torch.Tensor, CellState] | tuple[
-                    torch.Tensor, CellState, dict[str, torch.Tensor]]:
+                    torch.Tensor, CellState, dict[str, torch.Tensor] | None]:  # None when T = 0
         state = state if state is not None else self.initial_state(x.shape[0])
         r = scan(self.kind, x, state, self.weights(), relu=getattr(self, "relu", False),
                  mask=mask, record=return_gates)

@@ -30,6 +30,7 @@ embedding size and dropout from the same config.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -207,7 +208,8 @@ class ConvStack(nn.Module):
                 ) -> tuple[torch.Tensor, State]:
         """x (B, T, input) -> y (B, T, output_size) and the buffers after the last step.
         ``taps``, when given, collects every layer's output (B, T, C) for diagnostics."""
-        bufs = list(state) if state is not None else [None] * len(self.convs())  # None: zeros
+        bufs: list[torch.Tensor | None] = (list(state) if state is not None  # None: zeros
+                                           else [None] * len(self.convs()))
         y, state = self._run(x.transpose(1, 2), bufs, taps)  # (B, C, T) inside
         return y.transpose(1, 2), state
 
@@ -278,9 +280,11 @@ class WaveNetStack(ConvStack):
         return self.out(skips), tuple(new)
 
 
-STACKS: dict[str, type[ConvStack]] = {"tcn": TCNStack, "wavenet": WaveNetStack}
+# Callable, not type[ConvStack]: the subclasses' constructors also take input_size.
+STACKS: dict[str, Callable[[int, ConvConfig], ConvStack]] = {"tcn": TCNStack,
+                                                               "wavenet": WaveNetStack}
 
 
 def build_stack(input_size: int, cfg: ConvConfig) -> ConvStack:
     """The stack ``cfg.kind`` names, reading ``input_size`` channels per step."""
-    return STACKS[cfg.kind](input_size, cfg)  # type: ignore[call-arg]
+    return STACKS[cfg.kind](input_size, cfg)

@@ -26,7 +26,7 @@ References: Elman (1990); Hochreiter & Schmidhuber (1997); Cho et al. (2014).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -193,9 +193,11 @@ class RecurrentLayer(nn.Module):
                      probe=probe)
             outs.append(r.out if d == 0 else reverse_padded(r.out, lengths))
             states.append(r.state)
-            hists.append(r.history)
+            if k:
+                assert r.history is not None  # scan returns the history whenever skip > 0
+                hists.append(r.history)
             if trace is not None:
-                assert r.gates is not None
+                assert r.gates is not None and probe is not None
                 trace.append({**r.gates, "probe": probe})
         new = tuple(torch.stack([s[i] for s in states]) for i in range(n_cell))
         if k:
@@ -238,11 +240,12 @@ class RecurrentStack(nn.Module):
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
-            initialise(layer, self.cfg)
+            initialise(cast(RecurrentLayer, layer), self.cfg)  # ModuleList items are Modules
 
     def initial_state(self, batch_size: int = 1) -> State:
         c = self.cfg
-        dtype = self.layers[0].rnn.weight_hh_l0.dtype
+        first = cast(RecurrentLayer, self.layers[0])  # ModuleList items are typed as Module
+        dtype = first.rnn.weight_hh_l0.dtype
         h = torch.zeros(c.layers * c.directions, batch_size, c.hidden, dtype=dtype)
         state = (h, torch.zeros_like(h)) if c.cell == "lstm" else (h,)
         if c.time_skip:

@@ -25,11 +25,12 @@ and ``<eos>`` strings in the data are ordinary text and map to ``<unk>``.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -106,6 +107,11 @@ class PairVocab:
     def shared(self) -> bool:
         return self.src.to_json() == self.tgt.to_json()
 
+    @property
+    def levels(self) -> tuple[Level, Level]:
+        """Source and target token levels (a seq2seq vocabulary is never byte level)."""
+        return cast(Level, self.src.level), cast(Level, self.tgt.level)
+
     def to_json(self) -> dict:
         return {"source": self.src.to_json(), "target": self.tgt.to_json()}
 
@@ -139,7 +145,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 raise SeqlabError(f"{path}:{n}: expected UTF-8 text, got invalid bytes") from None
 
 
-def _sniff(path: str | Path) -> str:
+def _sniff(path: str | Path) -> Format:
     for _, line in read_lines(path):
         if line.strip():
             return "scan" if line.startswith("IN: ") else "tsv"
@@ -280,7 +286,7 @@ class Pairs:
     def tgt_lengths(self) -> np.ndarray:
         return np.diff(self.tgt_off)
 
-    def batch(self, idx: Sequence[int]) -> Batch:
+    def batch(self, idx: Sequence[int] | np.ndarray) -> Batch:
         srcs = [self.source(i) for i in idx]
         tgts = [self.target(i) for i in idx]
         return Batch(src=pad(srcs), src_len=torch.tensor([len(s) for s in srcs]),
@@ -306,7 +312,6 @@ class PairBatcher(Cursor):
         if len(pairs) == 0:
             raise SeqlabError("the training split has no pairs")
         self.pairs, self.B, self.seed, self.bucket = pairs, batch_size, seed, max(1, bucket)
-        self.epoch, self.index = 0, 0
         self._cache: tuple[int, list[np.ndarray]] | None = None
         self._last_tokens = 0
 
@@ -411,17 +416,17 @@ def prepare(cfg: DataConfig, max_lens: tuple[int, int], vocab: PairVocab | None 
 
 
 def _build_pair_vocab(pairs: list[tuple[list[str], list[str]]], cfg: DataConfig) -> PairVocab:
-    kw = {"min_count": cfg.min_count, "max_size": cfg.max_vocab}
+    build = functools.partial(build_vocab, min_count=cfg.min_count, max_size=cfg.max_vocab)
     if cfg.shared_vocab:
-        shared = build_vocab([s for s, _ in pairs] + [t for _, t in pairs], cfg.level, **kw)
+        shared = build([s for s, _ in pairs] + [t for _, t in pairs], cfg.level)
         return PairVocab(shared, shared)
     src_level, tgt_level = cfg.levels
-    return PairVocab(build_vocab((s for s, _ in pairs), src_level, **kw),
-                     build_vocab((t for _, t in pairs), tgt_level, **kw))
+    return PairVocab(build((s for s, _ in pairs), src_level),
+                     build((t for _, t in pairs), tgt_level))
 
 
 def load_eval_pairs(path: str, target: str | None, vocab: PairVocab, max_lens: tuple[int, int],
                     fmt: Format = "auto") -> Pairs:
     """Any file of pairs, encoded with a trained model's vocabularies (unknowns -> <unk>)."""
-    levels = (vocab.src.level, vocab.tgt.level)
-    return Pairs.encode(tokenize_pairs(read_pairs(path, target, fmt), levels, max_lens), vocab)  # type: ignore[arg-type]
+    raw = read_pairs(path, target, fmt)
+    return Pairs.encode(tokenize_pairs(raw, vocab.levels, max_lens), vocab)

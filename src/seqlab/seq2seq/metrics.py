@@ -18,13 +18,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import sacrebleu
 import torch
 
+from seqlab.scoring import ScoreRow
 from seqlab.seq2seq.data import (
     UNK_ID,
     Batch,
@@ -90,7 +91,7 @@ def describe_decoding(cfg: DecodeConfig) -> str:
 
 
 @dataclass
-class Seq2SeqEvaluation:
+class Seq2SeqEvaluation(ScoreRow):
     model: str  # the model's name
     split: str  # the split or file scored
     pairs: int  # number of pairs
@@ -103,9 +104,6 @@ class Seq2SeqEvaluation:
     unk_tokens: int  # source and target tokens outside the vocabularies
     decoding: str  # how outputs were produced
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def summary(self) -> str:
         return (f"{self.model} on {self.split}: exact match {self.exact_match:.2%}, token "
@@ -127,9 +125,9 @@ def evaluate(model: PairModel, pairs: Pairs, *, split: str = "test", name: str |
     nats, correct, tokens = teacher_forced(model, pairs, cfg.batch_size)
     refs = [pairs.target(i).tolist() for i in range(len(pairs))]
     hyps = outputs(model, pairs, cfg)
-    level, vocab = model.vocab.tgt.level, model.vocab.tgt
-    hyp_text = [detokenize(decode(h, vocab), level) for h in hyps]  # type: ignore[arg-type]
-    ref_text = [detokenize(decode(r, vocab), level) for r in refs]  # type: ignore[arg-type]
+    level, vocab = model.vocab.levels[1], model.vocab.tgt
+    hyp_text = [detokenize(decode(h, vocab), level) for h in hyps]
+    ref_text = [detokenize(decode(r, vocab), level) for r in refs]
     unk = int(np.count_nonzero(pairs.src == UNK_ID) + np.count_nonzero(pairs.tgt == UNK_ID))
     return Seq2SeqEvaluation(
         model=name or model.name or "seq2seq", split=split, pairs=len(pairs), tokens=tokens,

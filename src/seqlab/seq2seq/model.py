@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 import numpy as np
 import torch
@@ -193,6 +193,7 @@ class Decoder(nn.Module):
         h, rnn = self.rnn.step(x, state.rnn)  # (N, H)
         weights = None
         if self.attention is not None:
+            assert self.combine is not None  # built exactly when attention is
             context, weights = self.attention(h, state.keys, state.memory, state.mask)
             h = torch.tanh(self.combine(torch.cat([context, h], -1)))  # (N, H)
         return h, DecoderState(rnn, h, state.memory, state.keys, state.mask), weights
@@ -205,11 +206,26 @@ class Decoder(nn.Module):
         h, _ = self.rnn(self.drop(self.embed(tgt_in)), state.rnn)  # (B, T, H)
         if self.attention is None:
             return h
+        assert self.combine is not None  # built exactly when attention is
         ctx = [self.attention(q, state.keys, state.memory, state.mask)[0] for q in h.unbind(1)]
         return torch.tanh(self.combine(torch.cat([torch.stack(ctx, 1), h], -1)))  # (B, T, H)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.out(self.drop(h))
+
+
+class DecoderBlock(Protocol):
+    """What `Seq2Seq` calls on its decoder, an ``nn.Module``; `Decoder` is the default."""
+
+    def start(self, memory: torch.Tensor, final: torch.Tensor, mask: torch.Tensor
+              ) -> DecoderState: ...
+
+    def step(self, prev: torch.Tensor, state: DecoderState
+             ) -> tuple[torch.Tensor, DecoderState, torch.Tensor | None]: ...
+
+    def run(self, tgt_in: torch.Tensor, state: DecoderState) -> torch.Tensor: ...
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor: ...
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -240,7 +256,7 @@ class Seq2Seq(TorchModel):
     vocab_type = PairVocab
 
     def __init__(self, config: Seq2SeqConfig, vocab: PairVocab, encoder: nn.Module | None = None,
-                 decoder: nn.Module | None = None) -> None:
+                 decoder: DecoderBlock | None = None) -> None:
         super().__init__()
         self.config, self.vocab = config, vocab
         # Built in this order, so a default model draws its initial weights as it always did.
@@ -280,7 +296,8 @@ class Seq2Seq(TorchModel):
         if teacher_forcing == 1 and not self.config.input_feeding:
             return self.decoder.logits(self.decoder.run(batch.tgt_in, state))  # (B, T, V)
         gold = batch.tgt_in.unbind(1)  # T x (B,): unbind once, not x[:, t] (PERF-NOTES trap 3)
-        outs, logits = [], []
+        outs: list[torch.Tensor] = []
+        logits: list[torch.Tensor] = []
         for t, prev in enumerate(gold):
             if t > 0 and teacher_forcing < 1:
                 own = logits[-1].argmax(-1)

@@ -30,7 +30,7 @@ def get(name: str) -> Task:
     if name not in TASKS:
         raise SeqlabError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     module, _, cls = TASKS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)()
 
 
 def model_table() -> dict[str, tuple[str, str, dict[str, Any]]]:

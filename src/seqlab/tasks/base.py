@@ -44,7 +44,8 @@ class BatchSource(Protocol):
     that is built with ``rank``/``world_size`` reads only its shard of the data.
     """
 
-    batch_size: int  # rows per batch: the trainer starts this many fresh states
+    @property
+    def batch_size(self) -> int: ...  # rows per batch: the trainer starts this many fresh states
 
     def next(self) -> tuple[Any, bool]: ...
 

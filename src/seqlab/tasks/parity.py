@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ import torch
 from seqlab.data.splits import Cursor, SplitConfig, Splits
 from seqlab.errors import SeqlabError
 from seqlab.io import write_json
+from seqlab.scoring import ScoreRow
 from seqlab.tasks.base import Metrics
 
 GENERATED = "generate"  # data.path value: draw the data from the seeded generator
@@ -104,15 +105,11 @@ class ParityBatcher(Cursor):
             raise SeqlabError(f"expected at least train.batch_size = {batch_size} training "
                               f"strings, got {len(strings)}")
         self.strings, self.batch_size, self.seed = strings, batch_size, seed
-        self.epoch, self.index = 0, 0
 
     def next(self) -> tuple[tuple[torch.Tensor, torch.Tensor], bool]:
-        if self.index + self.batch_size > len(self.strings):
-            self.epoch, self.index = self.epoch + 1, 0
+        start = self.take(self.batch_size, len(self.strings))
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.strings))
-        rows = order[self.index : self.index + self.batch_size]
-        self.index += self.batch_size
-        return pad([self.strings[i] for i in rows]), True
+        return pad([self.strings[i] for i in order[start : start + self.batch_size]]), True
 
     def tokens_per_batch(self) -> int:
         return self.batch_size
@@ -120,7 +117,7 @@ class ParityBatcher(Cursor):
 
 
 @dataclass
-class ParityEvaluation:
+class ParityEvaluation(ScoreRow):
     model: str
     split: str
     strings: int
@@ -128,9 +125,6 @@ class ParityEvaluation:
     token_accuracy: float  # share of tags right
     sequence_accuracy: float  # share of strings with every tag right
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def summary(self) -> str:
         return (f"{self.model} on {self.split}: token accuracy {self.token_accuracy:.2%}, "

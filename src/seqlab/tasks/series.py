@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +27,7 @@ import numpy as np
 from seqlab.data.splits import SplitConfig, Splits
 from seqlab.errors import SeqlabError
 from seqlab.io import write_json
+from seqlab.scoring import ScoreRow
 from seqlab.tasks.base import Metrics
 
 GENERATED = "generate"
@@ -87,7 +88,7 @@ def simulate(sequences: int, steps: int, seed: int) -> list[np.ndarray]:
     model), each starting from the model's initial distribution."""
     from seqlab.models.kalman import LinearGaussianSSM, constant_velocity
 
-    truth = LinearGaussianSSM(**constant_velocity())  # type: ignore[arg-type]
+    truth = LinearGaussianSSM(**constant_velocity())
     tracks = truth.sample(steps, sequences, random_state=seed)[1]
     return list(tracks)  # (B, T, 2) -> B arrays (T, 2)
 
@@ -101,7 +102,7 @@ def concat(seqs: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 
 @dataclass
-class SeriesEvaluation:
+class SeriesEvaluation(ScoreRow):
     model: str
     split: str
     sequences: int
@@ -109,9 +110,6 @@ class SeriesEvaluation:
     nats_per_step: float  # -log p(x_t | x_<t) averaged over the steps
     log_likelihood: float
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def summary(self) -> str:
         return (f"{self.model} on {self.split}: {self.nats_per_step:.4f} nats/step, "
