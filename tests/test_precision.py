@@ -56,10 +56,17 @@ def test_fp32_always_resolves_without_probing(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_unknown_precision_names_the_choices() -> None:
-    with pytest.raises(SeqlabError, match="auto, fp32, bf16"):
-        resolve_precision("fp16")
+    with pytest.raises(SeqlabError, match="auto, fp32, bf16, fp16"):
+        resolve_precision("fp8")
     with pytest.raises(SeqlabError, match=r"train\.precision"):
-        from_dict(TrainConfig, {"precision": "fp16"}, prefix="train.")
+        from_dict(TrainConfig, {"precision": "fp8"}, prefix="train.")
+
+
+def test_fp16_is_for_gpus() -> None:
+    with pytest.raises(SeqlabError, match="fp16 is for CUDA GPUs"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(SeqlabError, match="fp16 is for CUDA GPUs"):
+        from_dict(TrainConfig, {"precision": "fp16", "device": "cpu"}, prefix="train.")
 
 
 def test_unrunnable_bf16_is_one_line_and_auto_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,16 +19,18 @@ import torch
 
 from seqlab.errors import SeqlabError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # CPU features that give oneDNN native bf16 kernels (Zen 4 / Cooper Lake; Sapphire Rapids).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Environment variables that cap what oneDNN and ATen dispatch to, whatever the CPU has.
 ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 
 
-def resolve_precision(requested: str) -> str:
+def resolve_precision(requested: str, device_type: str = "cpu") -> str:
     """``auto`` -> ``bf16`` or ``fp32`` by the probe; ``fp32`` as is; ``bf16`` if it runs.
 
+    On a CUDA device ``auto`` is bf16 where the GPU supports it and fp16 (with a gradient
+    scaler, in the trainer) where it does not; fp16 is for GPUs only. On MPS ``auto`` is fp32.
     Raises `SeqlabError` (one line, naming the CPU flags and the kernel error) when ``bf16`` was
     asked for and the probe failed, and for a value that is not one of `PRECISIONS`.
     """
@@ -37,6 +39,17 @@ def resolve_precision(requested: str) -> str:
                           f"got {requested!r}")
     if requested == "fp32":
         return "fp32"  # never probe: fp32 needs nothing from the CPU
+    if device_type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if requested == "bf16" and not bf16:
+            raise SeqlabError("train.precision=bf16 cannot run here: this GPU has no bf16; "
+                              "use train.precision=auto (fp16 with loss scaling) or fp32")
+        return ("bf16" if bf16 else "fp16") if requested == "auto" else requested
+    if requested == "fp16":
+        raise SeqlabError(f"train.precision=fp16 is for CUDA GPUs (with loss scaling), got "
+                          f"device type {device_type}; use auto, fp32 or bf16")
+    if device_type == "mps":
+        return "fp32" if requested == "auto" else requested
     failure = bf16_failure()
     if failure is None:
         return "bf16"
@@ -46,10 +59,11 @@ def resolve_precision(requested: str) -> str:
                       "use train.precision=auto (bf16 where it runs) or fp32")
 
 
-def autocast(precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast for a resolved ``bf16``; a no-op context for ``fp32``."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def autocast(precision: str, device_type: str = "cpu") -> AbstractContextManager[Any]:
+    """Autocast to a resolved ``bf16`` or ``fp16`` on `device_type`; a no-op for ``fp32``."""
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type, dtype=dtype)
     return nullcontext()
 
 

@@ -44,6 +44,7 @@ class BudgetConfig:
     log_interval: int = 20  # steps between metrics.jsonl records
     threads: int | None = None  # torch threads; None keeps torch's default
     progress: bool = True  # show a progress bar on stderr
+    device: str = "auto"  # auto (an accelerator when present), cpu, cuda, cuda:N or mps
 
 
 @dataclass
@@ -64,8 +65,9 @@ class OptimConfig:
     plateau_patience: int = 1  # plateau: evaluations without improvement before a cut
     clip_norm: float | None = 1.0  # clip gradients by global norm; None disables
     clip_value: float | None = None  # clip each gradient element to [-v, v]; None disables
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto = bf16 where the probe succeeds
-    # (bf16 autocast: ~2x matmul speed on AVX512-BF16/AMX), else fp32; see seqlab.precision
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 where the probe
+    # succeeds (~2x matmul speed on AVX512-BF16/AMX), else fp32; on GPUs bf16, or fp16 with a
+    # gradient scaler where bf16 is missing; see seqlab.precision
 
 
 @dataclass
@@ -89,10 +91,14 @@ class TrainConfig(BatchConfig, OptimConfig, BudgetConfig):
             check_range(f"train.{name}", getattr(self, name), rule, null=True)
         if self.min_lr > self.lr:  # the cosine would climb from lr up to min_lr
             raise SeqlabError(f"train.min_lr must be <= train.lr ({self.lr}), got {self.min_lr}")
-        if self.precision == "bf16":
-            from seqlab.precision import resolve_precision  # loads torch: only when asked
+        from seqlab.distributed import check_device_name, device_type
 
-            resolve_precision("bf16")  # fail here, before a run folder exists, not at step 1
+        check_device_name(self.device)
+        if self.precision in ("bf16", "fp16"):
+            from seqlab.precision import resolve_precision
+
+            # fail here, before a run folder exists, not at step 1
+            resolve_precision(self.precision, device_type(self.device))
 
 
 # What every TrainConfig number must obey (see `check_range`). A negative clip would flip the

@@ -20,11 +20,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from tqdm import tqdm
 
+from seqlab.distributed import World, resolve_device, to_device
 from seqlab.errors import SeqlabError, TrainingDiverged, TrainingInterrupted
 from seqlab.io import load_tensors, save_tensors
 from seqlab.precision import autocast, resolve_precision
@@ -114,41 +115,52 @@ class Trainer:
     """Runs the loop for any `Trainable` model over any `BatchSource`.
 
     `validate` returns the task's named metrics; `metric` and `mode` say which one selects
-    ``best.safetensors`` (``train.select_metric``/``select_mode`` override them).
+    ``best.safetensors`` (``train.select_metric``/``select_mode`` override them). The trainer
+    owns the device: it moves the model, each batch and the carried state there. Under torchrun
+    (`world`) it wraps the model in DistributedDataParallel; rank 0 validates, logs and writes,
+    and every decision (stop, best, schedule) is taken once and shared.
     """
 
-    def __init__(self, run: Run, *, metric: str = "bits_per_token", mode: str = "min") -> None:
+    def __init__(self, run: Run, *, metric: str = "bits_per_token", mode: str = "min",
+                 world: World | None = None) -> None:
         self.run = run
         self.cfg = run.train
         self.metric = self.cfg.select_metric or metric
         self.mode = self.cfg.select_mode or mode
+        self.world = world or World()
 
     def fit(self, model: Trainable, batches: BatchSource,
             validate: Callable[[], Metrics] | None) -> Progress:
         cfg, run = self.cfg, self.run
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.precision = resolve_precision(cfg.precision)
+        self.device = resolve_device(cfg.device, self.world.local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device.type)
+        module = cast(torch.nn.Module, model).to(self.device)  # every Trainable is a Module
+        self.net = _LossModule(model, self.world, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         opt = model.configure_optimizer(cfg)
         sched = Schedule(cfg)
         self._validates = validate is not None
         prog, state = Progress(), None
         if run.resume and run.last_path is not None and run.last_path.exists():
             prog, state = self._restore(model, opt, sched, batches)
-            run.truncate_metrics(prog.step)
+            if self.world.writer:
+                run.truncate_metrics(prog.step)
         else:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed + self.world.rank)  # dropout differs across ranks
         t0, window = time.monotonic(), _Window()
         # A bar only on a terminal: in a log file its redraws are noise; evaluations still print.
         bar = tqdm(total=None if cfg.max_minutes else cfg.max_steps, initial=prog.step,
-                   disable=not (cfg.progress and sys.stderr.isatty()), unit="step",
-                   dynamic_ncols=True, leave=False)
+                   disable=not (cfg.progress and sys.stderr.isatty() and self.world.writer),
+                   unit="step", dynamic_ncols=True, leave=False)
         with _graceful_interrupt() as interrupted, bar:
             while True:
                 elapsed = time.monotonic() - t0
                 out_of_time = cfg.max_minutes is not None and elapsed >= 60 * cfg.max_minutes
                 stop = cfg.stop_at_step is not None and prog.step >= cfg.stop_at_step
                 done = prog.step >= cfg.max_steps or stop or out_of_time or interrupted()
+                done = self.world.all_max(done)  # clocks and signals differ between ranks
                 due = prog.step % cfg.eval_interval == 0 and prog.step > 0
                 if (due or done) and prog.last_eval_step != prog.step:
                     self._evaluate(model, validate, prog, sched if due else None, bar)
@@ -162,7 +174,7 @@ class Trainer:
                 lr = sched.lr(prog.step, progress, epoch)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                state = self._step(model, opt, batches, prog, state, window)
+                state = self._step(module, opt, batches, prog, state, window)
                 bar.update(1)
                 if prog.step % cfg.log_interval == 0:
                     self._log(prog, window, lr, elapsed, bar)
@@ -172,30 +184,38 @@ class Trainer:
                                       + (f" to {run.dir}" if run.dir else ""))
         return prog
 
-    def _step(self, model: Trainable, opt: torch.optim.Optimizer, batches: BatchSource,
+    def _step(self, module: torch.nn.Module, opt: torch.optim.Optimizer, batches: BatchSource,
               prog: Progress, state: Any, window: _Window) -> Any:
         """One optimizer step: batch, forward, backward, clip, update; returns the new state."""
         ts = time.perf_counter()
         batch, fresh = batches.next()
+        batch = to_device(batch, self.device)
         fresh = fresh or state is None
-        state = model.initial_state(batches.batch_size) if fresh else detach(state)
-        model.train()
-        with autocast(self.precision):
-            loss, state = model.training_loss(batch, state)
-        loss_value = loss.item()
+        state = self.net.fresh_state(batches.batch_size) if fresh else detach(state)
+        module.train()
+        with autocast(self.precision, self.device.type):
+            loss, state = self.net(batch, state)
+        loss_value = self.world.mean(loss.detach())  # the whole batch's loss, on every rank
         if not math.isfinite(loss_value):
             raise TrainingDiverged(self._diverged_message(f"the loss became {loss_value}", prog))
-        loss.backward()
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
         for cb in self.run.callbacks:
-            cb.on_backward(model, prog.step)  # type: ignore[arg-type]
-        window.grad_norm = _clip(model, self.cfg)  # type: ignore[arg-type]  # an nn.Module
-        if not math.isfinite(window.grad_norm):
+            cb.on_backward(module, prog.step)
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)  # clip the true gradients
+        window.grad_norm = _clip(module, self.cfg)
+        if not math.isfinite(window.grad_norm) and self.scaler is None:
             # An infinite gradient would write inf/NaN into the weights: stop before the update.
+            # (With fp16 loss scaling an overflow is expected: the scaler skips that step.)
             raise TrainingDiverged(self._diverged_message(
                 f"the gradient norm became {window.grad_norm}", prog))
-        opt.step()
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
         opt.zero_grad(set_to_none=True)
-        n_tok = batches.tokens_per_batch()
+        n_tok = batches.tokens_per_batch() * self.world.size
         prog.step += 1
         prog.tokens += n_tok
         window.seconds += time.perf_counter() - ts
@@ -213,12 +233,13 @@ class Trainer:
     # --- evaluation and checkpoints --------------------------------------------------------
     def _evaluate(self, model: Trainable, validate: Callable[[], Metrics] | None,
                   prog: Progress, sched: Schedule | None, bar: tqdm) -> None:
-        """Validate, keep the best weights, and (on regular intervals only) feed the plateau
-        schedule, so stopping and resuming at an arbitrary step changes no decision."""
+        """Validate (on rank 0; the others receive its metrics), keep the best weights, and
+        (on regular intervals only) feed the plateau schedule, so stopping and resuming at an
+        arbitrary step changes no decision."""
         prog.last_eval_step = prog.step
         if validate is None:
             return
-        metrics = validate()
+        metrics = self.world.broadcast(validate() if self.world.writer else None)
         if self.metric not in metrics:
             raise SeqlabError(f"train.select_metric is {self.metric!r}; this model's "
                               f"validation reports {', '.join(metrics)}")
@@ -232,27 +253,36 @@ class Trainer:
         improved = score < prog.best
         if improved:
             prog.best, prog.best_step = score, prog.step
-            if self.run.best_path is not None:
+            if self.run.best_path is not None and self.world.writer:
                 save_tensors(self.run.best_path, *_finite_checkpoint(model))
         self.run.log({"kind": "eval", "step": prog.step, "split": "valid", **metrics})
-        bar.write(f"step {prog.step}: valid {self.metric} {metrics[self.metric]:.4f}"
-                  + (" (best)" if improved else ""), file=sys.stderr)
+        if self.world.writer:
+            bar.write(f"step {prog.step}: valid {self.metric} {metrics[self.metric]:.4f}"
+                      + (" (best)" if improved else ""), file=sys.stderr)
 
     def _checkpoint(self, model: Trainable, opt: torch.optim.Optimizer, sched: Schedule,
                     batches: BatchSource, prog: Progress, state: Any) -> None:
+        """last.safetensors: weights, optimizer, schedule, position, and every rank's carried
+        state and RNG (gathered to rank 0, which alone writes)."""
         run = self.run
         if run.last_path is None:
+            return
+        hidden = [] if state is None else [h.detach() for h in model.state_tensors(state)]
+        ranks = self.world.gather([*hidden, _rng_state(self.device)])
+        if not self.world.writer:
             return
         tensors, meta = _finite_checkpoint(model)
         tensors = dict(tensors)
         opt_tensors, opt_meta = _flatten_optimizer(opt.state_dict())
         tensors.update({f"optim.{k}": v for k, v in opt_tensors.items()})
-        hidden = [] if state is None else model.state_tensors(state)
-        tensors.update({f"hidden.{i}": h.detach() for i, h in enumerate(hidden)})
-        tensors["rng.torch"] = torch.get_rng_state()
+        for r, per_rank in enumerate(ranks):
+            *states, rng = per_rank
+            tensors.update({f"hidden.{r}.{i}": h for i, h in enumerate(states)})
+            tensors[f"rng.{r}"] = rng
         meta = {**meta, "trainer": {
             "progress": vars(prog), "schedule": sched.state_dict(), "batches": batches.state_dict(),
             "optimizer": opt_meta, "hidden": None if state is None else len(hidden),
+            "world_size": self.world.size, "device": self.device.type,
         }}
         save_tensors(run.last_path, tensors, meta)
         if run.best_path is not None and not self._validates:
@@ -260,6 +290,9 @@ class Trainer:
 
     def _restore(self, model: Trainable, opt: torch.optim.Optimizer, sched: Schedule,
                  batches: BatchSource) -> tuple[Progress, Any]:
+        """Continue from last.safetensors: exact with the same number of processes on the
+        same kind of device; with another number, from the same step and data position with a
+        fresh carried state."""
         assert self.run.last_path is not None
         tensors, meta = load_tensors(self.run.last_path)
         if "trainer" not in meta:
@@ -267,15 +300,23 @@ class Trainer:
                               "got weights only")
         t = meta["trainer"]
         model.load_checkpoint(tensors)
+        cast(torch.nn.Module, model).to(self.device)
         opt.load_state_dict(_unflatten_optimizer(
             {k[len("optim."):]: v for k, v in tensors.items() if k.startswith("optim.")},
             t["optimizer"]))
         sched.load_state_dict(t["schedule"])
         batches.load_state_dict(t["batches"])
-        torch.set_rng_state(tensors["rng.torch"])
+        same_world = t.get("world_size", 1) == self.world.size
+        r = self.world.rank if same_world else 0
+        rng = tensors.get(f"rng.{r}", tensors.get("rng.torch"))  # before 2026-12: rng.torch
+        if rng is None:
+            raise SeqlabError(f"{self.run.last_path}: the checkpoint has no RNG state to resume")
+        _set_rng_state(rng, self.device, t.get("device", "cpu"))
         state = None
-        if t["hidden"] is not None:
-            state = model.state_from_tensors([tensors[f"hidden.{i}"] for i in range(t["hidden"])])
+        if t["hidden"] is not None and same_world:
+            old = "hidden.0" in tensors  # written by one process before 2026-12
+            names = [f"hidden.{i}" if old else f"hidden.{r}.{i}" for i in range(t["hidden"])]
+            state = model.state_from_tensors([to_device(tensors[k], self.device) for k in names])
         return Progress(**t["progress"]), state
 
     def _diverged_message(self, what: str, prog: Progress) -> str:
@@ -284,6 +325,54 @@ class Trainer:
                  else "no checkpoint had been written yet")
         return (f"training stopped: {what} at step {prog.step + 1}; {where}. "
                 "Try a lower train.lr or a train.clip_norm")
+
+
+class _LossModule(torch.nn.Module):
+    """``training_loss`` as a module's forward, so DistributedDataParallel can wrap it: DDP
+    synchronises gradients only for what runs through its own forward."""
+
+    def __init__(self, model: Trainable, world: World, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device = model, device
+        inner = cast(torch.nn.Module, model)
+        self.ddp: torch.nn.Module | None = None
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _Forward(inner), device_ids=[device] if device.type == "cuda" else None)
+
+    def forward(self, batch: Any, state: Any) -> tuple[torch.Tensor, Any]:
+        if self.ddp is not None:
+            return self.ddp(batch, state)
+        return self.model.training_loss(batch, state)
+
+    def fresh_state(self, batch_size: int) -> Any:
+        return to_device(self.model.initial_state(batch_size), self.device)
+
+
+class _Forward(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any, state: Any) -> tuple[torch.Tensor, Any]:
+        return self.model.training_loss(batch, state)  # type: ignore[operator]  # a Trainable
+
+
+def _rng_state(device: torch.device) -> torch.Tensor:
+    """This process's RNG state: the CPU generator's, then the accelerator's when there is one."""
+    cpu = torch.get_rng_state()
+    if device.type == "cuda":
+        return torch.cat([cpu, torch.cuda.get_rng_state(device)])
+    return cpu
+
+
+def _set_rng_state(state: torch.Tensor, device: torch.device, saved_on: str) -> None:
+    n = len(torch.get_rng_state())
+    torch.set_rng_state(state[:n].contiguous())
+    if device.type == "cuda" and saved_on == "cuda" and len(state) > n:
+        torch.cuda.set_rng_state(state[n:].contiguous(), device)
 
 
 def _finite_checkpoint(model: Trainable) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
