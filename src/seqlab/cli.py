@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument(flag, type=kind, help=text)
     t.add_argument("--out", help="run folder (default: runs/<model>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--nproc", type=int, help="train with N processes (DDP): starts torchrun")
     _add_override_help(t)
 
     e = sub.add_parser("eval", help="score a trained run with its task's metrics")
@@ -47,10 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="score this file instead of the run's own split")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
 
     r = sub.add_parser("predict", help="the task's output for each input line (stdin or file)")
     r.add_argument("run", help="run folder or checkpoint file")
     r.add_argument("--input", help="one input per line (default: standard input)")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
 
     d = sub.add_parser("demo", help="train an n-gram and an LSTM on the built-in corpus, compare")
     d.add_argument("--minutes", type=float, default=2.5, help="LSTM training budget")
@@ -83,6 +86,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqlab.config import apply_overrides, load_file
     from seqlab.experiment import resolve, train
 
+    if args.nproc is not None and "WORLD_SIZE" not in os.environ:
+        return _launch(args.nproc, args.argv)
     raw = apply_overrides(load_file(args.config) if args.config else {}, args.overrides)
     for flag, (section, key, _, _) in TRAIN_FLAGS.items():
         value = getattr(args, flag.removeprefix("--").replace("-", "_"))
@@ -95,16 +100,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     exp = resolve(raw)
     out = args.out or _default_out(exp.model_name)
     _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)
-    for e in scores:
-        print(e.summary())
-    print(f"run folder: {out}")
+    if os.environ.get("RANK", "0") == "0":  # one report from a multi-process run
+        for e in scores:
+            print(e.summary())
+        print(f"run folder: {out}")
     return 0
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """``seqlab train --nproc N ...``: the same command under torchrun, N processes on this
+    machine (for several machines, call torchrun yourself; see the README)."""
+    import subprocess
+
+    if nproc < 1:
+        raise SeqlabError(f"--nproc: expected at least 1 process, got {nproc}")
+    rest, skip = [], False
+    for a in argv:  # drop --nproc N / --nproc=N; torchrun sets the world instead
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        skip = a == "--nproc"
+        if not skip:
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "seqlab", *rest]
+    return subprocess.call(cmd)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from seqlab.experiment import evaluate_run
 
-    result = evaluate_run(args.run, data=args.data, split=args.split)
+    result = evaluate_run(args.run, data=args.data, split=args.split, device=args.device)
     print(json.dumps({**result.as_dict(), "run": str(args.run)}) if args.json else result.summary())
     return 0
 
@@ -118,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         lines = Path(args.input).read_text(encoding="utf-8").splitlines()
     else:
         lines = sys.stdin.read().splitlines()
-    for output in predict_run(args.run, lines):
+    for output in predict_run(args.run, lines, device=args.device):
         print(output)
     return 0
 
@@ -164,12 +190,13 @@ def _register_plugins(sub: Any) -> None:
 
 def _split_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      extra: list[str]) -> None:
-    """Accept minGPT-style ``--section.key=value`` (or ``--section.key value``) overrides."""
+    """Accept minGPT-style ``--section.key=value`` (or ``--section.key value``) overrides, and
+    ``section.key=value`` ones that argparse left over because they came between options."""
     overrides, i = [], 0
     while i < len(extra):
         item = extra[i]
-        key = item.removeprefix("--").partition("=")[0]
-        if not item.startswith("--") or "." not in key:
+        key, eq, _ = item.removeprefix("--").partition("=")
+        if "." not in key or not (item.startswith("--") or eq):
             parser.error(f"unrecognized argument: {item}")
         if "=" not in item and i + 1 < len(extra):
             item, i = f"{item}={extra[i + 1]}", i + 1
@@ -183,8 +210,10 @@ def _split_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     _split_overrides(parser, args, extra)
+    args.argv = argv
     try:
         return COMMANDS[args.command](args)
     except TrainingDiverged as e:
@@ -205,6 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """End a torchrun process cleanly (a process group left open warns at exit)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def entry() -> Any:

@@ -15,6 +15,7 @@ with the same learning rate. Tokens per step, and so tokens/s, count all ranks.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,57 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
                                              for f in dataclasses.fields(batch)})
     return batch
+
+
+def rows(batch: Any, part: slice) -> Any:
+    """The rows `part` (first dimension) of every tensor in a batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch[part]
+    if isinstance(batch, tuple | list):
+        return type(batch)(rows(b, part) for b in batch)
+    if hasattr(batch, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.replace(batch, **{f.name: rows(getattr(batch, f.name), part)
+                                             for f in dataclasses.fields(batch)})
+    return batch
+
+
+class ShardedSource:
+    """A batch source cut among processes: each rank keeps rows rank, rank + N, ... of every
+    global batch (for sources of independent examples; the LM stream shards itself)."""
+
+    def __init__(self, source: Any, world: World) -> None:
+        if source.batch_size < world.size:
+            raise SeqlabError(f"train.batch_size is the global batch and must be at least the "
+                              f"{world.size} processes, got {source.batch_size}")
+        self.source, self.part = source, slice(world.rank, None, world.size)
+        self.world = world
+
+    @property
+    def batch_size(self) -> int:
+        return len(range(self.source.batch_size)[self.part])
+
+    def next(self) -> tuple[Any, bool]:
+        batch, fresh = self.source.next()
+        return rows(batch, self.part), fresh
+
+    def tokens_per_batch(self) -> int:
+        return int(self.source.tokens_per_batch()) // self.world.size
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.source.state_dict())
+
+    def load_state_dict(self, d: Mapping[str, int]) -> None:
+        self.source.load_state_dict(d)
+
+    def __getattr__(self, name: str) -> Any:  # next_epoch and the like
+        return getattr(self.source, name)
+
+
+def shard(source: Any, world: World) -> Any:
+    """`source` itself for one process, else each rank's share of it."""
+    return ShardedSource(source, world) if world.distributed else source
 
 
 @dataclass(frozen=True)

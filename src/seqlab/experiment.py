@@ -23,6 +23,7 @@ import torch
 
 from seqlab import models, tasks
 from seqlab.config import from_dict, to_dict
+from seqlab.distributed import World, resolve_device, world
 from seqlab.errors import SeqlabError
 from seqlab.io import FORMAT_VERSION, read_json, write_json
 from seqlab.run import Callback, Run, TrainConfig, trainer_only_keys
@@ -189,33 +190,57 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
     The data is read and checked before the run folder is created, so bad input leaves
     nothing behind and the same ``--out`` works on the next try.
     """
-    out, task = Path(out), exp.task
-    check_out(exp, out, resume)
+    out, task, w = Path(out), exp.task, world()
+    if w.distributed and not _trainable(exp.model_name):
+        raise SeqlabError(f"{exp.model_name} is fitted by counting or EM in one process; run it "
+                          "without torchrun or --nproc (several processes would repeat it)")
+    if not w.writer:
+        return _follow(exp, out, w, resume)
     # The outermost folder this call creates: removed again if the run never starts.
     created = next((p for p in [*reversed(out.parents), out] if not p.exists()), None)
     try:
+        check_out(exp, out, resume)
         with _workdir(out) as workdir:
             vocab = task.load_vocab(out / "vocab.json") if resume else None
             data = task.prepare(exp.data, workdir, vocab, exp.model)
             model = build_seeded(exp, data.vocab)
             # Batches are cut before the run folder exists too: too little data is bad input.
-            batches = (task.batches(data, exp.data, exp.train) if isinstance(model, Trainable)
-                       else None)
+            batches = (task.batches(data, exp.data, exp.train, w)
+                       if isinstance(model, Trainable) else None)
             with locked(out):
                 check_out(exp, out, resume)  # again, under the lock
                 if workdir != out / "data":
                     os.replace(workdir, out / "data")
                 run = _open_run(exp, out, resume, command, callbacks)
                 task.save_vocab(data.vocab, out / "vocab.json")
-                print(f"training {exp.model_name} on {task.describe_data(data)} into {out}",
+                w.broadcast(None)  # the run folder is ready: the other ranks may read it
+                print(f"training {exp.model_name} on {task.describe_data(data)} into {out}"
+                      + (f" ({w.size} processes)" if w.distributed else ""),
                       file=log or sys.stderr)
-                fit(task, model, data, run, batches)
+                fit(task, model, data, run, batches, w)
                 best, scores = score_best(task, exp.model_name, run, data)
-    except BaseException:
+    except BaseException as e:
         if created is not None and not (out / "config.json").exists():
             shutil.rmtree(created, ignore_errors=True)  # no run was written: leave no trace
+        if w.distributed and not (out / "config.json").exists():
+            w.broadcast(str(e) or type(e).__name__)  # the other ranks wait for the run folder
         raise
     return best, data, scores
+
+
+def _follow(exp: Experiment, out: Path, w: World, resume: bool) -> tuple[Any, TaskData,
+                                                                          list[Scored]]:
+    """A rank other than 0: wait until rank 0 has checked the data and opened the run, then
+    train beside it on its own shard; it writes nothing."""
+    failed = w.broadcast(None)
+    if failed:
+        raise SeqlabError(f"rank 0 could not start the run: {failed}")
+    task = exp.task
+    data = task.prepare(exp.data, out / "data", task.load_vocab(out / "vocab.json"), exp.model)
+    model = build_seeded(exp, data.vocab)
+    run = Run(train=exp.train, dir=out, resume=resume, writer=False)
+    fit(task, model, data, run, task.batches(data, exp.data, exp.train, w), w)
+    return model, data, []
 
 
 @contextmanager
@@ -240,12 +265,13 @@ def _open_run(exp: Experiment, out: Path, resume: bool, command: list[str] | Non
     return Run(train=exp.train, dir=out, resume=resume, callbacks=list(callbacks or []))
 
 
-def fit(task: Task, model: Any, data: TaskData, run: Run, batches: BatchSource | None) -> None:
+def fit(task: Task, model: Any, data: TaskData, run: Run, batches: BatchSource | None,
+        w: World | None = None) -> None:
     """Fit `model` on the task's training split: torch models through the generic trainer on
     `batches`, counting and EM models through their own ``fit``; the best model ends in the run
     folder."""
     if batches is not None:
-        trainer = Trainer(run, metric=task.metric, mode=task.mode)
+        trainer = Trainer(run, metric=task.metric, mode=task.mode, world=w)
         trainer.fit(model, batches, task.validate(model, data))
         return
     X, lengths, valid = task.estimator_inputs(data)
@@ -273,9 +299,17 @@ def score_best(task: Task, name: str, run: Run, data: TaskData) -> tuple[Any, li
 
 
 # --- reloading -------------------------------------------------------------------------------
-def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The best model of a run folder (or a checkpoint file) and its stored config."""
-    path = Path(run_dir)
+def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """The best model of a run folder (or a checkpoint file) and its stored config; a torch
+    model goes to `device` (``auto``, ``cpu``, ``cuda``...; default: where it loads, the CPU).
+    Checkpoints hold CPU tensors, so a run trained on a GPU loads anywhere."""
+    model, config = _load_run(Path(run_dir))
+    if device is not None and isinstance(model, torch.nn.Module):
+        model.to(resolve_device(device))
+    return model, config
+
+
+def _load_run(path: Path) -> tuple[Any, dict[str, Any]]:
     if path.is_file():
         return models.load(path), {}
     if not path.is_dir():
@@ -306,10 +340,10 @@ def task_of(model: Any, config: dict[str, Any]) -> Task:
     return tasks.for_family(model.family)
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test"
-                 ) -> Scored:
+def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test",
+                 device: str | None = None) -> Scored:
     """Score a trained run with its task's metrics, on a split of its own data or on `data`."""
-    model, config = load_run(run_dir)
+    model, config = load_run(run_dir, device)
     task = task_of(model, config)
     name = model.name or model.family
     if data is not None:
@@ -327,7 +361,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     return task.evaluate(model, examples, split_name=split, name=name)
 
 
-def predict_run(run_dir: str | Path, inputs: list[str], **options: Any) -> list[Any]:
+def predict_run(run_dir: str | Path, inputs: list[str], *, device: str | None = None,
+                **options: Any) -> list[Any]:
     """The task's predictions for raw inputs (continuations, translations, tags...)."""
-    model, config = load_run(run_dir)
+    model, config = load_run(run_dir, device)
     return task_of(model, config).predict(model, inputs, **options)

@@ -142,6 +142,7 @@ class Run:
     dir: Path | None = None  # None: nothing is written to disk
     callbacks: list[Callback] = field(default_factory=list)
     resume: bool = False  # continue from dir/last.safetensors
+    writer: bool = True  # False on the ranks of a multi-process run other than 0: read only
 
     def __post_init__(self) -> None:
         if self.dir is not None:
@@ -161,7 +162,9 @@ class Run:
         return self.dir / "metrics.jsonl" if self.dir else None
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one record to metrics.jsonl and pass it to the callbacks."""
+        """Append one record to metrics.jsonl and pass it to the callbacks (rank 0 only)."""
+        if not self.writer:
+            return
         if self.metrics_path is not None:
             with self.metrics_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")  # one write per line: appends stay whole

@@ -60,7 +60,8 @@ def filter_logits(logits: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
 
 
 def pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
-    """Choose the next token from 1-D logits."""
+    """Choose the next token from 1-D logits (on any device; the generator is the CPU's)."""
+    logits = logits.cpu()
     if cfg.greedy or cfg.temperature == 0:
         return int(torch.argmax(logits))
     probs = filter_logits(logits, cfg).softmax(-1)

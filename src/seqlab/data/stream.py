@@ -25,11 +25,19 @@ class StreamBatcher:
 
     Targets are inputs shifted by one. A new epoch draws a new offset (from seed and epoch
     alone, so the position is two integers) and starts with a fresh hidden state.
+
+    With several processes (`rank` of `world`), B is the global batch and each rank reads only
+    its B / world rows: together the ranks read exactly the batches one process would.
     """
 
-    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0) -> None:
+    def __init__(self, data: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, *,
+                 rank: int = 0, world: int = 1) -> None:
         self.data, self.B, self.T, self.seed = data, batch_size, seq_len, seed
         self.epoch, self.window = 0, 0
+        if batch_size % world:
+            raise SeqlabError(f"train.batch_size is the global batch and must divide among the "
+                              f"{world} processes, got {batch_size}")
+        self.shard = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         if self.windows_per_epoch(0) < 1:
             raise SeqlabError(
                 f"the training split has {len(data)} tokens; batch_size x (seq_len + 1) = "
@@ -55,7 +63,7 @@ class StreamBatcher:
         if self.window >= self.windows_per_epoch(self.epoch):
             self.epoch, self.window = self.epoch + 1, 0
         start = self._offset(self.epoch) + self.window * self.T
-        rows = start + self._row_len(self.epoch) * np.arange(self.B)
+        rows = start + self._row_len(self.epoch) * np.arange(self.B)[self.shard]
         idx = rows[:, None] + np.arange(self.T + 1)  # (B, T+1)
         xy = torch.from_numpy(np.asarray(self.data[idx], dtype=np.int64))
         fresh = self.window == 0
@@ -64,10 +72,11 @@ class StreamBatcher:
 
     @property
     def batch_size(self) -> int:
-        return self.B
+        """Rows this process reads per batch (the global batch over the processes)."""
+        return self.shard.stop - self.shard.start
 
     def tokens_per_batch(self) -> int:
-        return self.B * self.T
+        return self.batch_size * self.T
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "window": self.window}

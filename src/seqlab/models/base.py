@@ -47,7 +47,7 @@ class Checkpointed:
     @classmethod
     def from_config(cls, config: Any, vocab: Any = None) -> Self:
         """A fresh model from its validated config (what `seqlab.models.build` calls)."""
-        return cls(config, vocab)  # type: ignore[call-arg]
+        return cls(config, vocab)  # type: ignore[call-arg]  # the mixin has no __init__ of its own
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
@@ -151,6 +151,11 @@ class TorchModel(Checkpointed, nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (the CPU for a model without any)."""
+        return next((p.device for p in self.parameters()), torch.device("cpu"))
+
     @contextmanager
     def _inference(self) -> Iterator[None]:
         was_training = self.training
@@ -215,16 +220,17 @@ class NeuralLM(TokenModel, TorchModel):
         state = self.initial_state(1)
         with self._inference():
             for s in range(0, len(ids), self.eval_chunk):
-                y = torch.from_numpy(np.asarray(ids[s : s + self.eval_chunk], dtype=np.int64))
-                x = torch.cat([torch.tensor([prev]), y[:-1]])
+                chunk = np.asarray(ids[s : s + self.eval_chunk], dtype=np.int64)
+                y = torch.from_numpy(chunk).to(self.device)
+                x = torch.cat([y.new_tensor([prev]), y[:-1]])
                 logits, state = self(x[None], state)  # (1, n, V)
                 lp = logits[0].float().log_softmax(-1).gather(1, y[:, None])[:, 0]
-                out[s : s + len(y)] = lp.double().numpy()
+                out[s : s + len(y)] = lp.double().cpu().numpy()
                 prev = int(y[-1])
         return out
 
     def prime(self, prompt: np.ndarray | list[int]) -> tuple[torch.Tensor, State]:
-        x = torch.tensor([[self.vocab.eos_id, *map(int, prompt)]])
+        x = torch.tensor([[self.vocab.eos_id, *map(int, prompt)]], device=self.device)
         with self._inference():
             logits, state = self(x, self.initial_state(1))
         return logits[0, -1], state
@@ -233,7 +239,7 @@ class NeuralLM(TokenModel, TorchModel):
         # Batch-1 steps must not go through oneDNN's fused RNN kernel: it costs ~4 ms per layer
         # per call on CPU (PERF-NOTES trap 2). The native kernel gives the same numbers.
         with self._inference(), without_onednn():
-            logits, state = self(torch.tensor([[token]]), state)
+            logits, state = self(torch.tensor([[token]], device=self.device), state)
         return logits[0, -1], state
 
 
@@ -241,7 +247,7 @@ class NeuralLM(TokenModel, TorchModel):
 def without_onednn() -> Iterator[None]:
     """Use ATen's native RNN kernels (the same numbers) instead of oneDNN's, for batch-1 steps."""
     was = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # torch types the flag as a ContextProp
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # typed as a ContextProp
     try:
         yield
     finally:

@@ -68,7 +68,8 @@ class WindowLM(NeuralLM):
         self.direct = nn.Linear(width, V, bias=False) if c.direct else None
 
     def initial_state(self, batch_size: int = 1) -> State:
-        return torch.full((batch_size, self.config.context), self.vocab.eos_id, dtype=torch.long)
+        return torch.full((batch_size, self.config.context), self.vocab.eos_id, dtype=torch.long,
+                          device=self.device)
 
     def windows(self, idx: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """The n tokens ending at every position: idx (B, T) -> (B, T, n), and the new state."""

@@ -126,7 +126,8 @@ class CausalConv1d(nn.Module):
         self.c_in, self.dilation, self.context = c_in, dilation, (kernel_size - 1) * dilation
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
-        return torch.zeros(batch_size, self.c_in, self.context)
+        w = self.conv.weight  # the buffer follows the weights' dtype and device
+        return w.new_zeros(batch_size, self.c_in, self.context)
 
     def forward(self, x: torch.Tensor, buf: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:

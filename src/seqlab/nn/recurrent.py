@@ -245,8 +245,9 @@ class RecurrentStack(nn.Module):
     def initial_state(self, batch_size: int = 1) -> State:
         c = self.cfg
         first = cast(RecurrentLayer, self.layers[0])  # ModuleList items are typed as Module
-        dtype = first.rnn.weight_hh_l0.dtype
-        h = torch.zeros(c.layers * c.directions, batch_size, c.hidden, dtype=dtype)
+        w = first.rnn.weight_hh_l0  # the state follows the weights' dtype and device
+        h = torch.zeros(c.layers * c.directions, batch_size, c.hidden, dtype=w.dtype,
+                        device=w.device)
         state = (h, torch.zeros_like(h)) if c.cell == "lstm" else (h,)
         if c.time_skip:
             state = (*state, h.new_zeros(*h.shape[:2], c.time_skip, c.hidden))

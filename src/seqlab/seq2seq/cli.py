@@ -41,6 +41,7 @@ def register(sub: Any) -> dict[str, Any]:
     t.add_argument("--max-len-a", type=float, help="output limit: a * source length + b")
     t.add_argument("--max-len-b", type=int)
     t.add_argument("--batch-size", type=int, help="sources decoded together")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
     t.add_argument("--scores", action="store_true", help="prefix each target with its score")
     t.add_argument("--json", action="store_true", help="one JSON object per source line")
     t.add_argument("--attention-plot", metavar="PNG",
@@ -98,7 +99,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from seqlab.experiment import load_run
     from seqlab.seq2seq.data import encode
 
-    model, _ = load_run(args.run)
+    model, _ = load_run(args.run, args.device)
     if model.family != "seq2seq":
         raise SeqlabError(f"{args.run}: expected a seq2seq run, got a {model.family} model; "
                           "use seqlab sample for language models")

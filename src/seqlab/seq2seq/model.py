@@ -267,9 +267,10 @@ class Seq2Seq(TorchModel):
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> DecoderState:
         """src (B, S) ids (or what an injected encoder reads), src_len (B,) -> the decoder's
         start state."""
+        src, src_len = src.to(self.device), src_len.to(self.device)
         memory, final = self.encoder(src, src_len)  # (B, S, H), (B, H)
         # From the memory, not the source: an injected encoder's input need not be (B, S).
-        mask = torch.arange(memory.shape[1])[None, :] < src_len[:, None]  # (B, S)
+        mask = torch.arange(memory.shape[1], device=memory.device)[None, :] < src_len[:, None]
         return self.decoder.start(memory, final, mask)
 
     def decode_step(self, prev: torch.Tensor, state: DecoderState
@@ -277,9 +278,11 @@ class Seq2Seq(TorchModel):
         """prev (N,) -> log-probabilities (N, V) of the next token, state, attention (N, S).
 
         ``<pad>`` and ``<bos>`` are never targets; they get -inf so no search can emit them.
-        The other entries are the model's log-probabilities, exactly as in teacher forcing."""
-        h, state, weights = self.decoder.step(prev, state)
-        logp = self.decoder.logits(h).float().log_softmax(-1)  # (N, V)
+        The other entries are the model's log-probabilities, exactly as in teacher forcing.
+        The search runs on the CPU: `prev` goes to the model's device, the results come back."""
+        h, state, weights = self.decoder.step(prev.to(self.device), state)
+        logp = self.decoder.logits(h).float().log_softmax(-1).cpu()  # (N, V)
+        weights = None if weights is None else weights.cpu()
         return logp.index_fill(1, _NEVER_OUT, float("-inf")), state, weights
 
     def step(self, token: int, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -301,7 +304,8 @@ class Seq2Seq(TorchModel):
         for t, prev in enumerate(gold):
             if t > 0 and teacher_forcing < 1:
                 own = logits[-1].argmax(-1)
-                prev = torch.where(torch.rand(prev.shape) < teacher_forcing, prev, own)
+                coin = torch.rand(prev.shape, device=prev.device)
+                prev = torch.where(coin < teacher_forcing, prev, own)
             h, state, _ = self.decoder.step(prev, state)
             if teacher_forcing < 1:
                 logits.append(self.decoder.logits(h))
@@ -336,8 +340,10 @@ class Seq2Seq(TorchModel):
     def score_batch(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced log p of each target token (B, T) and whether argmax hit it (B, T);
         both are 0/False on padding."""
+        from seqlab.distributed import to_device
+
         with self._inference():
-            logp = self(batch).float().log_softmax(-1)  # (B, T, V)
+            logp = self(to_device(batch, self.device)).float().log_softmax(-1).cpu()  # (B, T, V)
         mask = batch.tgt_out != PAD_ID
         lp = logp.gather(2, batch.tgt_out[..., None])[..., 0] * mask
         return lp, (logp.argmax(-1) == batch.tgt_out) & mask

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
+    from seqlab.distributed import World
     from seqlab.run import TrainConfig
 
 Metrics = dict[str, float]  # named validation metrics, e.g. {"bits_per_token": 1.9}
@@ -129,8 +130,9 @@ class Task(Protocol):
 
     def load_vocab(self, path: Path) -> Any: ...
 
-    def batches(self, data: TaskData, cfg: Any, train: TrainConfig) -> BatchSource:
-        """Training batches of `data`, cut as the data config `cfg` and `train` say."""
+    def batches(self, data: TaskData, cfg: Any, train: TrainConfig, world: World) -> BatchSource:
+        """Training batches of `data`, cut as the data config `cfg` and `train` say; under
+        several processes, this rank's share of each global batch (see `seqlab.distributed`)."""
         ...
 
     def estimator_inputs(self, data: TaskData) -> tuple[Any, Any, Any]:

@@ -20,6 +20,7 @@ from seqlab.data.corpus import Corpus, encode_for_eval, prepare
 from seqlab.data.corpus import DataConfig as TextConfig
 from seqlab.data.stream import StreamBatcher
 from seqlab.data.vocab import Vocab
+from seqlab.distributed import World
 from seqlab.errors import SeqlabError
 from seqlab.scoring import Evaluation, evaluate, validator
 from seqlab.tasks.base import Metrics
@@ -57,8 +58,9 @@ class LanguageModeling:
     def describe_data(self, data: Corpus) -> str:
         return (f"{len(data.train):,} {data.vocab.level} tokens (vocabulary {len(data.vocab)})")
 
-    def batches(self, data: Corpus, cfg: TextConfig, train: Any) -> StreamBatcher:
-        return StreamBatcher(data.train, train.batch_size, train.seq_len, train.seed)
+    def batches(self, data: Corpus, cfg: TextConfig, train: Any, world: World) -> StreamBatcher:
+        return StreamBatcher(data.train, train.batch_size, train.seq_len, train.seed,
+                             rank=world.rank, world=world.size)
 
     def estimator_inputs(self, data: Corpus) -> tuple[np.ndarray, list[int] | None, Any]:
         """``fit(X, lengths, valid=...)`` arguments for counting and EM models."""
@@ -97,6 +99,7 @@ class LanguageModeling:
         s.add_argument("--greedy", action="store_true", default=None)
         s.add_argument("--num-samples", type=int)
         s.add_argument("--seed", type=int)
+        s.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
         s.add_argument("overrides", nargs="*", metavar="sample.key=value",
                        help="dotted overrides of the sample section")
         return {"sample": cmd_sample}
@@ -109,7 +112,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from seqlab.protocol import LanguageModel
     from seqlab.sampling import SampleConfig, sample_text
 
-    model, config = load_run(args.run)
+    model, config = load_run(args.run, args.device)
     if not isinstance(model, LanguageModel):
         raise SeqlabError(f"{args.run}: expected a language model run, got a {model.family} "
                           "model; use the command for its task (e.g. seqlab translate)")

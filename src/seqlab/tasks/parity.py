@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from seqlab.data.splits import Cursor, SplitConfig, Splits
+from seqlab.distributed import World, shard
 from seqlab.errors import SeqlabError
 from seqlab.io import write_json
 from seqlab.scoring import ScoreRow
@@ -177,8 +178,8 @@ class ParityTagging:
     def describe_data(self, data: ParityData) -> str:
         return f"{len(data.train):,} bit strings"
 
-    def batches(self, data: ParityData, cfg: ParityConfig, train: Any) -> ParityBatcher:
-        return ParityBatcher(data.train, train.batch_size, train.seed)
+    def batches(self, data: ParityData, cfg: ParityConfig, train: Any, world: World) -> Any:
+        return shard(ParityBatcher(data.train, train.batch_size, train.seed), world)
 
     def estimator_inputs(self, data: ParityData) -> tuple[Any, Any, Any]:
         raise SeqlabError("the parity task trains torch models only")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from seqlab.distributed import World, shard
 from seqlab.errors import SeqlabError
 from seqlab.seq2seq.data import DataConfig as PairConfig
 from seqlab.seq2seq.data import (
@@ -62,8 +63,8 @@ class Translation:
         return (f"{len(data.train):,} pairs (vocabularies {len(data.vocab.src)} / "
                 f"{len(data.vocab.tgt)})")
 
-    def batches(self, data: PairData, cfg: PairConfig, train: Any) -> PairBatcher:
-        return PairBatcher(data.train, train.batch_size, train.seed, cfg.bucket)
+    def batches(self, data: PairData, cfg: PairConfig, train: Any, world: World) -> Any:
+        return shard(PairBatcher(data.train, train.batch_size, train.seed, cfg.bucket), world)
 
     def estimator_inputs(self, data: PairData) -> tuple[Any, Any, Any]:
         raise SeqlabError("the seq2seq task trains torch models only")

@@ -155,7 +155,7 @@ class SeriesForecasting:
         return (f"{sum(len(s) for s in data.train):,} steps in {len(data.train)} sequence(s) "
                 f"of dimension {data.train[0].shape[1]}")
 
-    def batches(self, data: SeriesData, cfg: SeriesConfig, train: Any) -> Any:
+    def batches(self, data: SeriesData, cfg: SeriesConfig, train: Any, world: Any) -> Any:
         raise SeqlabError("the series task has no torch models yet; use --model kalman")
 
     def estimator_inputs(self, data: SeriesData) -> tuple[Any, Any, Any]:
