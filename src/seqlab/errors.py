@@ -7,6 +7,8 @@ It subclasses `ValueError` so library callers can catch it the scikit-learn way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class SeqlabError(ValueError):
     """An error caused by user input; its message says what was expected and what was got."""
@@ -21,9 +23,9 @@ class TrainingInterrupted(SeqlabError):
     """Ctrl-C: the run finished its step, saved a checkpoint and stopped (exit status 130)."""
 
 
-def describe(values: object, limit: int = 8) -> str:
+def describe(values: Iterable[object], limit: int = 8) -> str:
     """Short, readable rendering of a collection for error messages."""
-    items = list(values)  # type: ignore[call-overload]
+    items = list(values)
     shown = ", ".join(repr(v) for v in items[:limit])
     more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
     return shown + more

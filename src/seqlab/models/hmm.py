@@ -198,6 +198,9 @@ class BaseHMM(Params):
     params: str
     init_params: str
     verbose: bool
+    # Learned by fit (or set by hand); absent until then, which `_check` tests with hasattr.
+    startprob_: np.ndarray
+    transmat_: np.ndarray
 
     # --- the emission model (subclasses) ---------------------------------------------------
     def _prepare(self, X: Any, fitting: bool = False) -> np.ndarray:
@@ -489,6 +492,9 @@ class CategoricalHMM(BaseHMM):
             pseudo-counts, so symbols never seen in training keep non-zero probability.
     """
 
+    n_features: int | None  # stored by `_store`, as BaseHMM's hyperparameters
+    emissionprob_prior: float
+
     def __init__(self, n_components: int = 1, *, n_features: int | None = None,
                  emissionprob_prior: float = 1.0, startprob_prior: float = 1.0,
                  transmat_prior: float = 1.0, algorithm: str = "viterbi",
@@ -567,6 +573,12 @@ class GaussianHMM(BaseHMM):
     """
 
     emission_letters = "mc"
+    covariance_type: CovarianceType  # stored by `_store`, as BaseHMM's hyperparameters
+    min_covar: float
+    means_prior: float
+    means_weight: float
+    covars_prior: float
+    covars_weight: float
 
     def __init__(self, n_components: int = 1, *, covariance_type: CovarianceType = "diag",
                  min_covar: float = 1e-3, means_prior: float = 0.0, means_weight: float = 0.0,

@@ -373,6 +373,19 @@ class LinearGaussianSSM(Params):
     family: ClassVar[str] = "kalman"
     Config: ClassVar[type] = KalmanConfig
     name: str = "kalman"  # the registry name, for tables
+    # The constructor's arguments, stored unchanged by `_store`.
+    n_dim_state: int | None
+    n_dim_obs: int | None
+    transition_matrix: Any
+    observation_matrix: Any
+    transition_covariance: Any
+    observation_covariance: Any
+    initial_state_mean: Any
+    initial_state_covariance: Any
+    em_vars: str | tuple[str, ...]
+    n_iter: int
+    tol: float
+    random_state: int | None
 
     @classmethod
     def from_config(cls, config: KalmanConfig, vocab: Any = None) -> Self:

@@ -114,6 +114,12 @@ class BootstrapParticleFilter(Params):
     """
 
     family: ClassVar[str] = "particle"
+    # The constructor's arguments, stored unchanged by `_store`.
+    model: StateSpaceModel | Any
+    n_particles: int
+    ess_threshold: float
+    resampling: str
+    random_state: int | np.random.Generator | None
 
     def __init__(self, model: StateSpaceModel | Any, n_particles: int = 1000, *,
                  ess_threshold: float = 0.5, resampling: str = "systematic",
