@@ -3,21 +3,32 @@
 A corpus is tokenised once into a flat binary file of ids (uint8, uint16 or uint32, the
 smallest that fits the vocabulary) and then read through `np.memmap`, so the training loop
 streams it from disk and a corpus larger than RAM works. Train, valid and test come either from
-separate files or from contiguous fractions of one file: train first, then valid, then test.
-The vocabulary is built from the training part only, so evaluation sees genuine unknowns.
+separate sources or from contiguous fractions of the main one: train first, then valid, then
+test. The vocabulary is built from the training part only, so evaluation sees genuine unknowns.
+
+A source is one file, a directory (every file below it, hidden ones skipped) or a glob pattern
+(``data/*.txt``). Several files are one corpus: each is a document, taken in path order and
+ending with an end-of-line (`iter_documents`). Every pass reads the files in 1 MiB chunks and
+keeps only per-chunk arrays and the vocabulary's counts, so memory does not grow with the corpus:
+
+    vocabulary   the training part (after a counting pass when valid/test are fractions of it)
+    encoding     everything, written chunk by chunk to ``<split>.ids``; the split sizes are then
+                 the memmap's length, and a cached encoding needs no pass at all
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from seqlab.data.splits import SplitConfig, Splits
-from seqlab.data.vocab import Level, Vocab, iter_units
+from seqlab.data.vocab import Level, Vocab, iter_documents, iter_units
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, read_json, write_json
 
@@ -28,7 +39,9 @@ BUILTIN = "builtin:pydoc"  # the default corpus: English text of Python's own do
 class DataConfig(SplitConfig):
     """The language-model task's data: text files, tokenised by `level`."""
 
-    path: str = BUILTIN  # training text; "builtin:pydoc" is Python's documentation, offline
+    # training text: a file, a directory or a glob pattern of files (one document each);
+    # "builtin:pydoc" is Python's documentation, offline. `valid` and `test` take the same forms.
+    path: str = BUILTIN
     level: Level = "char"  # char (Unicode code points), byte (any file) or word
 
 
@@ -39,6 +52,25 @@ class Corpus(Splits[np.ndarray]):
     vocab: Vocab
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where one split's text comes from: a single file, or the documents of a directory or
+    glob pattern (`resolve_source`)."""
+
+    spec: str  # as configured
+    files: tuple[Path, ...]
+    documents: bool  # from a directory or pattern: each file ends with an end-of-line
+
+    def units(self, level: Level) -> Iterator[np.ndarray | list[str]]:
+        if self.documents:
+            return iter_documents(self.files, level)
+        return iter_units(self.files[0], level)  # byte for byte what the file holds
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the cached ids depend on: every file's path, size and modification time."""
+        return {"documents": self.documents, "files": [_fingerprint(p) for p in self.files]}
+
+
 def builtin_text() -> str:
     """Python's documentation topics (`pydoc_data.topics`), present on every CPython install."""
     from pydoc_data.topics import topics
@@ -46,41 +78,75 @@ def builtin_text() -> str:
     return "\n".join(topics[k].strip() + "\n" for k in sorted(topics))
 
 
-def resolve_path(path: str, cache_dir: Path) -> Path:
-    """Turn a data path (or the builtin corpus name) into an existing, non-empty file."""
+def resolve_source(path: str, cache_dir: Path) -> Source:
+    """Turn a data path (a file, a directory, a glob pattern or the builtin corpus name) into
+    its files; none of them missing, and not all of them empty."""
     if path == BUILTIN:
         out = cache_dir / "builtin-pydoc.txt"
         if not out.exists():
             with atomic_open(out) as f:
                 f.write(builtin_text().encode("utf-8"))
-        return out
+        return Source(path, (out,), documents=False)
     p = Path(path)
-    if not p.exists():
+    if p.is_file():
+        if p.stat().st_size == 0:
+            raise SeqlabError(f"{p}: expected text, got an empty file")
+        return Source(path, (p,), documents=False)
+    if p.is_dir():
+        files = _files_below(p)
+        if not files:
+            raise SeqlabError(f"{p}: expected text files, got a directory without any")
+    elif p.exists():
+        raise SeqlabError(f"{p}: expected a text file, a directory or a pattern, got a special "
+                          "file")
+    elif any(c in path for c in "*?["):
+        files = sorted((m for m in map(Path, glob.glob(path, recursive=True)) if m.is_file()),
+                       key=lambda m: m.parts)
+        if not files:
+            raise SeqlabError(f"{path}: no files match this pattern")
+    else:
         raise SeqlabError(f"{p}: file not found")
-    if not p.is_file():
-        raise SeqlabError(f"{p}: expected a text file, got a directory or special file")
-    if p.stat().st_size == 0:
-        raise SeqlabError(f"{p}: expected text, got an empty file")
-    return p
+    if all(f.stat().st_size == 0 for f in files):
+        raise SeqlabError(f"{path}: expected text, got {len(files)} empty file(s)")
+    return Source(path, tuple(files), documents=True)
 
 
-def count_units(path: Path, level: Level) -> int:
-    return sum(len(chunk) for chunk in iter_units(path, level))
+def _files_below(root: Path) -> list[Path]:
+    """Every regular file below `root`, sorted by path; hidden files and folders skipped."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # prunes the walk: no .git
+        found += [Path(folder, n) for n in names if not n.startswith(".")]
+    return sorted((f for f in found if f.is_file()), key=lambda f: f.parts)
 
 
-def _head(path: Path, level: Level, n: int) -> Iterator[np.ndarray | list[str]]:
-    """The first `n` units of a file (the training part, when one file is split)."""
-    for chunk in iter_units(path, level):
+def count_units(source: Source, level: Level) -> int:
+    return sum(len(chunk) for chunk in source.units(level))
+
+
+def _head(units: Iterator[np.ndarray | list[str]], n: int) -> Iterator[np.ndarray | list[str]]:
+    """The first `n` units of a stream; stops reading there."""
+    for chunk in units:
         if n <= 0:
             return
         yield chunk[:n]
         n -= len(chunk)
 
 
-def encode_file(path: Path, vocab: Vocab, out: Path) -> np.ndarray:
-    """Tokenise `path` into the binary id file `out` and return it memory-mapped."""
+def _training_units(cfg: DataConfig, main: Source) -> Iterator[np.ndarray | list[str]]:
+    """The training part of `main`: all of it unless valid or test are fractions of it, when a
+    counting pass comes first. A generator, so nothing is read if `Vocab.build` never asks (byte
+    level's vocabulary is fixed)."""
+    units = main.units(cfg.level)
+    if (not cfg.valid and cfg.valid_fraction) or (not cfg.test and cfg.test_fraction):
+        units = _head(units, cfg.split_sizes(count_units(main, cfg.level))[0])
+    yield from units
+
+
+def encode_source(source: Source, vocab: Vocab, out: Path) -> np.ndarray:
+    """Tokenise `source` into the binary id file `out`, chunk by chunk, and memory-map it."""
     with atomic_open(out) as f:
-        for chunk in iter_units(path, vocab.level):
+        for chunk in source.units(vocab.level):
             f.write(vocab.encode_units(chunk).astype(vocab.dtype, copy=False).tobytes())
     return open_ids(out, vocab.dtype)
 
@@ -96,42 +162,42 @@ def _fingerprint(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
+def _encoded(sources: dict[str, Source], vocab: Vocab, cache_dir: Path) -> dict[str, np.ndarray]:
+    """Each source's ids, memory-mapped from ``cache_dir/<name>.ids``; encoded again unless the
+    manifest records the same vocabulary and the same files, unchanged."""
+    manifest_path = cache_dir / "tokens.json"
+    manifest = {"vocab": vocab.to_json(),
+                "sources": {name: src.fingerprint() for name, src in sources.items()}}
+    fresh = manifest_path.exists() and read_json(manifest_path) == manifest
+    arrays = {}
+    for name, src in sources.items():
+        f = cache_dir / f"{name}.ids"
+        arrays[name] = open_ids(f, vocab.dtype) if fresh and f.exists() else encode_source(
+            src, vocab, f)
+    write_json(manifest_path, manifest)
+    return arrays
+
+
 def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) -> Corpus:
-    """Tokenise the configured files into `cache_dir` (reused when the sources are unchanged).
+    """Tokenise the configured sources into `cache_dir` (reused when they are unchanged).
 
     With `vocab` given (resuming, or evaluating a trained model) the vocabulary is not rebuilt.
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    main = resolve_path(cfg.path, cache_dir)
-    named = (("valid", cfg.valid), ("test", cfg.test))
-    extra = {s: resolve_path(p, cache_dir) for s, p in named if p}
-    n_train, n_valid, _ = cfg.split_sizes(count_units(main, cfg.level))
-    if n_train < 2:
-        raise SeqlabError(f"{main}: expected at least 2 training tokens, got {n_train}")
-
+    named = (("main", cfg.path), ("valid", cfg.valid), ("test", cfg.test))
+    sources = {name: resolve_source(p, cache_dir) for name, p in named if p}
     if vocab is None:
-        vocab = Vocab.build(
-            _head(main, cfg.level, n_train), cfg.level, min_count=cfg.min_count,
-            max_size=cfg.max_vocab,
-        )
+        vocab = Vocab.build(_training_units(cfg, sources["main"]), cfg.level,
+                            min_count=cfg.min_count, max_size=cfg.max_vocab)
     elif vocab.level != cfg.level:
         raise SeqlabError(f"data.level is {cfg.level!r} but the vocabulary is {vocab.level!r}")
+    arrays = _encoded(sources, vocab, cache_dir)
 
-    manifest_path = cache_dir / "tokens.json"
-    manifest = {
-        "vocab": vocab.to_json(),
-        "sources": {"main": _fingerprint(main), **{s: _fingerprint(p) for s, p in extra.items()}},
-    }
-    files = {"main": cache_dir / "main.ids", **{s: cache_dir / f"{s}.ids" for s in extra}}
-    fresh = manifest_path.exists() and read_json(manifest_path) == manifest
-    arrays = {
-        s: (open_ids(f, vocab.dtype) if fresh and f.exists() else encode_file(src, vocab, f))
-        for (s, f), src in zip(files.items(), [main, *extra.values()], strict=True)
-    }
-    write_json(manifest_path, manifest)
-
-    ids = arrays["main"]
+    ids = arrays["main"]  # slices of a memmap are views: nothing below reads the ids
+    n_train, n_valid, _ = cfg.split_sizes(len(ids))
+    if n_train < 2:
+        raise SeqlabError(f"{cfg.path}: expected at least 2 training tokens, got {n_train}")
     return Corpus(
         vocab=vocab,
         train=ids[:n_train],
@@ -141,7 +207,7 @@ def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) 
 
 
 def encode_for_eval(path: str, vocab: Vocab, cache_dir: str | Path) -> np.ndarray:
-    """Tokenise a whole file with an existing vocabulary (unknowns become ``<unk>``)."""
+    """Tokenise a whole source with an existing vocabulary (unknowns become ``<unk>``)."""
     cache_dir = Path(cache_dir)
-    src = resolve_path(path, cache_dir)
-    return encode_file(src, vocab, cache_dir / f"eval-{os.getpid()}.ids")
+    src = resolve_source(path, cache_dir)
+    return encode_source(src, vocab, cache_dir / f"eval-{os.getpid()}.ids")
