@@ -162,3 +162,17 @@ def test_ctrl_c_saves_and_exits_130(tmp_path: Path, text: Path) -> None:
     step = int(last.split("step ")[1].split(",")[0])
     meta = load_tensors(out / "last.safetensors")[1]
     assert meta["trainer"]["progress"]["step"] == step
+
+
+def test_resume_after_a_cut_metrics_line_and_stale_temp_files(trained: Path, text: Path) -> None:
+    """A metrics line cut short (full disk) and temp files of a killed write do not stop a
+    resume; the temp files are removed once the run folder is locked."""
+    with (trained / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "train", "st')
+    stale = trained / ".last.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert run("train", "--model", "lstm", "--data", text, "--out", trained, "--max-steps", 8,
+               "--resume", *KEYS) == 0
+    assert not stale.exists()
+    records = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("step", 0) for r in records) == 8  # every line parses again

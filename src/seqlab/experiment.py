@@ -209,6 +209,8 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
                        if isinstance(model, Trainable) else None)
             with locked(out):
                 check_out(exp, out, resume)  # again, under the lock
+                for stale in out.glob(".*.tmp"):  # left by a process killed mid-write
+                    stale.unlink()
                 if workdir != out / "data":
                     os.replace(workdir, out / "data")
                 run = _open_run(exp, out, resume, command, callbacks)

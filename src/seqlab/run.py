@@ -176,8 +176,17 @@ class Run:
         path = self.metrics_path
         if path is None or not path.exists():
             return
-        records = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln]
+        records = [r for r in map(_record, path.read_text(encoding="utf-8").splitlines()) if r]
         keep = [json.dumps(r) for r in records
                 if r.get("kind") != "final" and r.get("step", 0) <= step]
         with atomic_open(path, "w") as f:
             f.write("".join(ln + "\n" for ln in keep))
+
+
+def _record(line: str) -> dict[str, Any] | None:
+    """One metrics line; a line cut short (a full disk, a power cut) is dropped, not fatal."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
