@@ -15,7 +15,7 @@ with the same learning rate. Tokens per step, and so tokens/s, count all ranks.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,32 +71,29 @@ def device_type(requested: str) -> str:
     return requested.partition(":")[0]
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move a batch (tensors, tuples of them, or a dataclass of them) to `device`."""
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply `fn` to every tensor of a batch: a tensor, a tuple or list of them, or a
+    dataclass of them (other values pass through)."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return fn(batch)
     if isinstance(batch, tuple | list):
-        return type(batch)(to_device(b, device) for b in batch)
+        return type(batch)(map_tensors(b, fn) for b in batch)
     if hasattr(batch, "__dataclass_fields__"):
         import dataclasses
 
-        return dataclasses.replace(batch, **{f.name: to_device(getattr(batch, f.name), device)
+        return dataclasses.replace(batch, **{f.name: map_tensors(getattr(batch, f.name), fn)
                                              for f in dataclasses.fields(batch)})
     return batch
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch to `device`."""
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=True))
 
 
 def rows(batch: Any, part: slice) -> Any:
     """The rows `part` (first dimension) of every tensor in a batch."""
-    if isinstance(batch, torch.Tensor):
-        return batch[part]
-    if isinstance(batch, tuple | list):
-        return type(batch)(rows(b, part) for b in batch)
-    if hasattr(batch, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.replace(batch, **{f.name: rows(getattr(batch, f.name), part)
-                                             for f in dataclasses.fields(batch)})
-    return batch
+    return map_tensors(batch, lambda t: t[part])
 
 
 class ShardedSource:
