@@ -15,8 +15,9 @@ backward for a batch of trees.
   Only the word lookups and input projections are hoisted into one GEMM per batch.
 
 Both run in the same process, interleaved round by round, single-threaded (the machine is
-shared; PERF-NOTES trap 1); each figure is the median over the rounds. The ratio is level-wise
-over per-node trees/s, for the same model.
+shared; PERF-NOTES trap 1); each figure is the median over the rounds, in trees per second of
+CPU time (steadier on a shared machine) and of wall time. The ratios are level-wise over
+per-node, for the same model.
 """
 
 from __future__ import annotations
@@ -120,14 +121,28 @@ def step(model: Model, states: Tensor, labels: Tensor) -> None:
     loss.backward()
 
 
-def trees_per_second(run: Callable[[int], int], seconds: float) -> float:
-    """Call run(k) for batch k = 0, 1, ... (it returns its number of trees) for `seconds`."""
+def trees_per_second(run: Callable[[int], int], seconds: float) -> tuple[float, float]:
+    """Call run(k) for batch k = 0, 1, ... (it returns its number of trees) for `seconds` of
+    wall time; trees per second of wall time and of this process's CPU time. With one thread
+    and a shared machine the CPU-time figure is the steadier one: waiting for a core is left out
+    (contention for caches is not)."""
     run(0)  # warm-up
-    n, k, t0 = 0, 1, time.perf_counter()
+    n, k, t0, c0 = 0, 1, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         n += run(k)
         k += 1
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
+
+
+def summary(rates: list[tuple[float, float]], base: list[tuple[float, float]] | None) -> dict:
+    """Medians over the rounds, and ratios to `base`'s medians."""
+    wall, cpu = (statistics.median(r[i] for r in rates) for i in (0, 1))
+    out = {"trees_per_sec": wall, "trees_per_cpu_sec": cpu, "rounds_wall": [r[0] for r in rates],
+           "rounds_cpu": [r[1] for r in rates]}
+    if base is not None:
+        out["ratio_wall"] = wall / statistics.median(r[0] for r in base)
+        out["ratio"] = cpu / statistics.median(r[1] for r in base)
+    return out
 
 
 def bench(kind: str, trees: list[Tree], ids: dict[str, int], batch_sizes: Sequence[int],
@@ -168,14 +183,13 @@ def bench(kind: str, trees: list[Tree], ids: dict[str, int], batch_sizes: Sequen
     for b in batch_sizes:
         runs[("level-wise", b)] = levelwise(b, build=False)
         runs[("level-wise + build", b)] = levelwise(b, build=True)
-    speeds: dict[tuple[str, int], list[float]] = {key: [] for key in runs}
+    speeds: dict[tuple[str, int], list[tuple[float, float]]] = {key: [] for key in runs}
     for _ in range(rounds):  # interleaved, so a noisy moment hits every method alike
         for key, run in runs.items():
             speeds[key].append(trees_per_second(run, seconds))
-    base = statistics.median(speeds[("per-node", per_node_batch)])
+    base = speeds[("per-node", per_node_batch)]
     return [{"model": f"{kind} Tree-LSTM", "method": method, "batch": b,
-             "trees_per_sec": statistics.median(v), "ratio": statistics.median(v) / base,
-             "rounds": v, "max_abs_diff_vs_per_node": diff}
+             **summary(v, base), "max_abs_diff_vs_per_node": diff}
             for (method, b), v in speeds.items()]
 
 
@@ -187,8 +201,7 @@ def bench_build(trees: list[Tree], ids: dict[str, int], size: int, seconds: floa
         TreeBatch.build(trees[start : start + size], ids.__getitem__)
         return size
     v = [trees_per_second(run, seconds) for _ in range(rounds)]
-    return {"model": "-", "method": "TreeBatch.build only", "batch": size,
-            "trees_per_sec": statistics.median(v), "ratio": None, "rounds": v}
+    return {"model": "-", "method": "TreeBatch.build only", "batch": size, **summary(v, None)}
 
 
 def main() -> None:
@@ -212,7 +225,8 @@ def main() -> None:
         rows += bench(kind, trees, ids, args.batch_sizes, 25, args.seconds, args.rounds)
     rows.append(bench_build(trees, ids, 25, args.seconds, args.rounds))
     cols = [("model", "model", "s"), ("method", "method", "s"), ("batch", "trees/batch", "d"),
-            ("trees_per_sec", "trees/s (fwd+bwd)", ",.0f"), ("ratio", "vs per-node", ".1f")]
+            ("trees_per_cpu_sec", "trees per CPU-s", ",.0f"), ("ratio", "vs per-node", ".1f"),
+            ("trees_per_sec", "trees per wall-s", ",.0f"), ("ratio_wall", "vs per-node", ".1f")]
     table = markdown_table(rows, cols)
     print(table)
     print("max |level-wise - per-node| state difference (float32): "
