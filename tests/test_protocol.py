@@ -70,9 +70,27 @@ def _particle() -> tuple[Any, Callable[[Any], np.ndarray]]:
     return model, lambda m: m.log_prob(X)
 
 
+def _tagger() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.models.tagger import SequenceTagger, TaggerConfig
+    from seqlab.nn.recurrent import StackConfig
+    from seqlab.tasks.tagging import Sentence, TaggingConfig, build_vocab, encode
+
+    torch.manual_seed(0)
+    sents = [Sentence(["EU", "rejects", "it"], ["B-ORG", "O", "O"], [1, 2, 3]),
+             Sentence(["Peter"], ["B-PER"], [5])]
+    vocab = build_vocab(sents, TaggingConfig(path="t.txt"))
+    cfg = TaggerConfig(word_dim=4, char_dim=3, char_hidden=3,
+                       recurrent=StackConfig(hidden=5, layers=1, bidirectional=True))
+    model = SequenceTagger(cfg, vocab)
+    batch = encode([s.words for s in sents], vocab)
+    return model, lambda m: np.concatenate([m.eval().emissions(batch).detach().numpy(),
+                                            m.marginals(batch).numpy()], -1)
+
+
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
-    "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle}
+    "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
+    "tagger": _tagger}
 
 
 def test_every_registered_model_and_family_has_a_case() -> None:

@@ -115,6 +115,9 @@ TASK_ARGS = {  # model, a good data file's contents, extra overrides
     "parity": ("parity-rnn", "0110\n1011\n111\n" * 20, ["train.max_steps=2",
                                                        "train.batch_size=4"]),
     "series": ("kalman", "0.1 0.2\n0.2 0.3\n0.4 0.1\n" * 20, ["model.n_iter=2"]),
+    "tagging": ("bilstm-crf", "a O\nbb B-X\nc I-X\n\nd O\n\n" * 20,
+                ["train.max_steps=2", "train.batch_size=4", "model.word_dim=4",
+                 "model.char_dim=4", "model.char_hidden=4", "model.recurrent.hidden=4"]),
 }
 
 

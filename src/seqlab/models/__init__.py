@@ -27,6 +27,7 @@ FAMILIES: dict[str, str] = {
     "head": "seqlab.models.heads:SequenceHead",
     "kalman": "seqlab.models.kalman:LinearGaussianSSM",
     "particle": "seqlab.models.particle:BootstrapParticleFilter",
+    "tagger": "seqlab.models.tagger:SequenceTagger",
 }
 
 

@@ -21,6 +21,7 @@ TASKS: dict[str, str] = {
     "seq2seq": "seqlab.tasks.seq2seq:Translation",
     "series": "seqlab.tasks.series:SeriesForecasting",
     "parity": "seqlab.tasks.parity:ParityTagging",
+    "tagging": "seqlab.tasks.tagging:Tagging",
 }
 
 
