@@ -254,3 +254,33 @@ def test_compare_ranks_crf_and_softmax_by_span_f1(trained, tmp_path: Path, capsy
     board = json.loads((tmp_path / "c" / "leaderboard.json").read_text())
     scores = [r["span_f1"] for r in board["rows"]]
     assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["bilstm-crf", "bilstm-softmax", "cnn-crf"])
+def test_every_preset_fits_a_batch_and_its_nbest_is_a_distribution(name: str,
+                                                                    tmp_path: Path) -> None:
+    sents = read_sentences(str(write(tmp_path / "t.txt", generate(16, 2))))
+    vocab = build_vocab(sents, TaggingConfig(path="t.txt"))
+    torch.manual_seed(0)
+    flat = {k: v for k, v in TINY.items() if "." not in k}
+    model = models.build(name, vocab, {**flat, "recurrent": {"hidden": 8}})
+    assert model.config.recurrent.bidirectional  # kept although the override left it out
+    batch = encode([s.words for s in sents], vocab, [s.tags for s in sents])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss, _ = model.training_loss(batch, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    # every tag sequence of a two-word sentence: their probabilities sum to 1, best first
+    two = encode([["xx", "a"]], vocab)
+    every = model.nbest(two, len(vocab.tags) ** 2)[0]
+    logp = [lp for _, lp in every]
+    assert sum(np.exp(logp)) == pytest.approx(1.0, abs=1e-5) and logp == sorted(logp)[::-1]
+    assert every[0][0] == model.decode(two)[0]
+    if name.endswith("crf"):  # only the pairs BIO allows: B-X, B-Z or O first (3), then
+        # 4 after B-X (B-X, B-Z, I-X, O), 4 after B-Z, 3 after O: 11 of the 25
+        assert len(every) == 11 and all(vocab.tags[p[0]][0] != "I" for p, _ in every)
