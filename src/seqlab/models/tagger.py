@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.distributed import to_device
 from seqlab.errors import SeqlabError
 from seqlab.models.base import TorchModel
 from seqlab.nn.crf import LinearChainCRF, bio_constraints
@@ -137,6 +138,7 @@ class SequenceTagger(TorchModel):
     # --- inference -------------------------------------------------------------------------
     def decode(self, batch: TagBatch) -> list[list[int]]:
         """The best tag ids of each sentence (a list of its length)."""
+        batch = to_device(batch, self.device)  # encoded on the CPU
         with self._inference():
             e = self.emissions(batch)
             if self.crf is not None:
@@ -147,6 +149,7 @@ class SequenceTagger(TorchModel):
     def marginals(self, batch: TagBatch) -> torch.Tensor:
         """p(y_t = k | sentence) (B, T, K), zero on padding: forward-backward for the CRF,
         the softmax itself otherwise."""
+        batch = to_device(batch, self.device)
         with self._inference():
             e = self.emissions(batch)
             if self.crf is not None:
@@ -159,13 +162,14 @@ class SequenceTagger(TorchModel):
         """The k most probable tag sequences of each sentence with their log-probabilities,
         best first. The softmax tagger's positions are independent, so its k best are the
         k-best Viterbi over its log-probabilities with no transition scores."""
+        batch = to_device(batch, self.device)
         with self._inference():
             e = self.emissions(batch)
             if self.crf is not None:
                 crf, log_z = self.crf, self.crf.log_partition(e, lengths=batch.lengths)
             else:
-                crf, e = LinearChainCRF(e.shape[2]), e.log_softmax(-1)
-                log_z = torch.zeros(e.shape[0])
+                crf, e = LinearChainCRF(e.shape[2]).to(e.device), e.log_softmax(-1)
+                log_z = e.new_zeros(e.shape[0])
             paths, scores = crf.nbest(e, k=k, lengths=batch.lengths)
             logp = (scores - log_z[:, None]).tolist()  # (B, k)
         return [list(zip(row, lp[: len(row)], strict=True)) for row, lp in zip(paths, logp,
