@@ -70,6 +70,19 @@ def _particle() -> tuple[Any, Callable[[Any], np.ndarray]]:
     return model, lambda m: m.log_prob(X)
 
 
+def _treenet() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.data.trees import parse_tree
+    from seqlab.models.treenet import TreeNet, TreeNetConfig
+    from seqlab.tasks.trees import build_vocab, make_batch
+
+    torch.manual_seed(0)
+    trees = [parse_tree("(3 (2 a) (4 (3 good) (2 film)))"), parse_tree("(1 (0 bad) (2 film))")]
+    vocab = build_vocab(trees, classes=5)
+    model = TreeNet(TreeNetConfig(encoder="childsum", emb_dim=4, hidden=6), vocab)
+    batch = make_batch(trees, vocab)
+    return model, lambda m: m.eval()(batch)[0].detach().numpy()
+
+
 def _tagger() -> tuple[Any, Callable[[Any], np.ndarray]]:
     from seqlab.models.tagger import SequenceTagger, TaggerConfig
     from seqlab.nn.recurrent import StackConfig
@@ -90,7 +103,7 @@ def _tagger() -> tuple[Any, Callable[[Any], np.ndarray]]:
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
     "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
-    "tagger": _tagger}
+    "treenet": _treenet, "tagger": _tagger}
 
 
 def test_every_registered_model_and_family_has_a_case() -> None:

@@ -118,6 +118,8 @@ TASK_ARGS = {  # model, a good data file's contents, extra overrides
     "tagging": ("bilstm-crf", "a O\nbb B-X\nc I-X\n\nd O\n\n" * 20,
                 ["train.max_steps=2", "train.batch_size=4", "model.word_dim=4",
                  "model.char_dim=4", "model.char_hidden=4", "model.recurrent.hidden=4"]),
+    "tree": ("tree-lstm", "(1 (0 a) (1 b))\n(0 (0 c) (1 b))\n" * 20,
+             ["train.max_steps=2", "train.batch_size=4", "model.hidden=8", "model.emb_dim=4"]),
 }
 
 

@@ -28,6 +28,7 @@ FAMILIES: dict[str, str] = {
     "kalman": "seqlab.models.kalman:LinearGaussianSSM",
     "particle": "seqlab.models.particle:BootstrapParticleFilter",
     "tagger": "seqlab.models.tagger:SequenceTagger",
+    "treenet": "seqlab.models.treenet:TreeNet",
 }
 
 

@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {
     "series": "seqlab.tasks.series:SeriesForecasting",
     "parity": "seqlab.tasks.parity:ParityTagging",
     "tagging": "seqlab.tasks.tagging:Tagging",
+    "tree": "seqlab.tasks.trees:TreeTask",
 }
 
 
