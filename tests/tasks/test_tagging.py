@@ -284,3 +284,26 @@ def test_every_preset_fits_a_batch_and_its_nbest_is_a_distribution(name: str,
     if name.endswith("crf"):  # only the pairs BIO allows: B-X, B-Z or O first (3), then
         # 4 after B-X (B-X, B-Z, I-X, O), 4 after B-Z, 3 after O: 11 of the 25
         assert len(every) == 11 and all(vocab.tags[p[0]][0] != "I" for p, _ in every)
+
+
+def test_batcher_is_resumable_and_trains_unk_on_singletons(tmp_path: Path) -> None:
+    from seqlab.tasks.base import BatchSource
+    from seqlab.tasks.tagging import Sentence, TagBatcher
+
+    sents = [Sentence(["the", f"w{i}", "the"], ["O", "B-X", "O"], [1, 2, 3]) for i in range(6)]
+    vocab = build_vocab(sents, TaggingConfig(path="t.txt"))
+    source = TagBatcher(sents, vocab, 2, seed=3, singleton_unk=1.0)
+    assert isinstance(source, BatchSource)
+    batch, fresh = source.next()
+    the = vocab.word_id("the")
+    assert fresh and batch.words.tolist() == [[the, 1, the]] * 2  # every w_i was seen once
+    assert batch.tags.tolist() == [[vocab.tag_ids[t] for t in ("O", "B-X", "O")]] * 2
+    position = source.state_dict()
+    after = source.next()[0]
+    source.load_state_dict(position)
+    again = source.next()[0]
+    assert all(torch.equal(getattr(after, f), getattr(again, f))
+               for f in ("words", "chars", "lengths", "tags"))
+    kept = TagBatcher(sents, vocab, 6, seed=3).next()[0]  # singleton_unk=0 keeps every word
+    assert sorted(vocab.words[i] for i in kept.words[:, 1].tolist()) == [f"w{i}" for i in
+                                                                          range(6)]

@@ -60,6 +60,8 @@ class TaggingConfig(SplitConfig):
     tag_column: int | None = None  # 1-based; None: the last (CoNLL), 4 = UPOS (CoNLL-U)
     lowercase: bool = False  # look words up in lower case (characters keep their case)
     scheme: Scheme = "auto"  # tag scheme for the constraints; auto: read from the tags
+    singleton_unk: float = 0.5  # training words seen once become <unk> with this probability,
+    # so <unk> is trained for the unseen words of test data (Lample et al. 2016, section 4)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +69,8 @@ class TaggingConfig(SplitConfig):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SeqlabError(f"data.{name} is 1-based and must be >= 1 or null, got {value}")
+        if not 0 <= self.singleton_unk <= 1:
+            raise SeqlabError(f"data.singleton_unk must be in [0, 1], got {self.singleton_unk}")
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -276,18 +280,27 @@ class TagBatcher(Cursor):
     """Shuffled batches of whole sentences; the position is (epoch, index)."""
 
     def __init__(self, sentences: list[Sentence], vocab: TagVocab, batch_size: int,
-                 seed: int) -> None:
+                 seed: int, singleton_unk: float = 0.0) -> None:
         if len(sentences) < batch_size:
             raise SeqlabError(f"expected at least train.batch_size = {batch_size} training "
                               f"sentences, got {len(sentences)}")
         self.sentences, self.vocab = sentences, vocab
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.singleton_unk = batch_size, seed, singleton_unk
+        counts = Counter(vocab.word_id(w) for s in sentences for w in s.words)
+        self.singletons = torch.tensor(sorted(i for i, c in counts.items() if c == 1 and i > 1),
+                                       dtype=torch.long)
 
     def next(self) -> tuple[TagBatch, bool]:
         start = self.take(self.batch_size, len(self.sentences))
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.sentences))
         chosen = [self.sentences[i] for i in order[start : start + self.batch_size]]
-        return encode([s.words for s in chosen], self.vocab, [s.tags for s in chosen]), True
+        batch = encode([s.words for s in chosen], self.vocab, [s.tags for s in chosen])
+        if self.singleton_unk and len(self.singletons):
+            # drawn from the position alone, so a resumed run replaces the same words
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 7919 + start)
+            drop = torch.rand(batch.words.shape, generator=gen) < self.singleton_unk  # (B, T)
+            batch.words[drop & torch.isin(batch.words, self.singletons)] = 1  # <unk>
+        return batch, True
 
     def tokens_per_batch(self) -> int:
         return self.batch_size  # sentences: their lengths vary
@@ -445,7 +458,8 @@ class Tagging:
                 f"{len(v.chars)} chars, {len(v.tags)} tags ({v.scheme})")
 
     def batches(self, data: TagData, cfg: TaggingConfig, train: Any, world: World) -> Any:
-        return shard(TagBatcher(data.train, data.vocab, train.batch_size, train.seed), world)
+        return shard(TagBatcher(data.train, data.vocab, train.batch_size, train.seed,
+                                cfg.singleton_unk), world)
 
     def estimator_inputs(self, data: TagData) -> tuple[Any, Any, Any]:
         raise SeqlabError("the tagging task trains torch models only")
