@@ -297,25 +297,33 @@ class RecursiveNN(_LevelwiseEncoder):
         return torch.tanh(F.linear(kids.flatten(1), self.weight, self.bias))  # (n, 2H) -> (n, H)
 
 
-class ChildSumTreeLSTM(_LevelwiseEncoder):
+class _TreeLSTM(_LevelwiseEncoder):
+    """What both Tree-LSTMs share: a state is [h, c], and every word enters the gates through
+    ``weight_x`` (4H, E) for the blocks i, o, u, f, in one GEMM for all words."""
+
+    def __init__(self, input_size: int, hidden_size: int) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = input_size, hidden_size
+        self.state_size = 2 * hidden_size
+        self.weight_x = nn.Parameter(torch.empty(4 * hidden_size, input_size))
+
+    def word_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return _with_null_row(F.linear(embeddings, self.weight_x))
+
+
+class ChildSumTreeLSTM(_TreeLSTM):
     """Tai et al.'s child-sum Tree-LSTM: any number of children, a forget gate per child.
 
     Parameters (gate blocks i, o, u, f): ``weight_x`` (4H, E), ``weight_iou`` (3H, H) on the
     children's summed h, ``weight_f`` (H, H) on each child's h, ``bias`` (4H,)."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.state_size = 2 * hidden_size  # a state is [h, c]
+        super().__init__(input_size, hidden_size)
         H = hidden_size
-        self.weight_x = nn.Parameter(torch.empty(4 * H, input_size))
         self.weight_iou = nn.Parameter(torch.empty(3 * H, H))
         self.weight_f = nn.Parameter(torch.empty(H, H))
         self.bias = nn.Parameter(torch.empty(4 * H))
         self.reset_parameters()
-
-    def word_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return _with_null_row(F.linear(embeddings, self.weight_x))  # one GEMM for all words
 
     def compose(self, x: torch.Tensor | None, kids: torch.Tensor) -> torch.Tensor:
         H = self.hidden_size
@@ -330,27 +338,21 @@ class ChildSumTreeLSTM(_LevelwiseEncoder):
         return torch.cat([torch.sigmoid(o) * torch.tanh(c_new), c_new], dim=-1)
 
 
-class BinaryTreeLSTM(_LevelwiseEncoder):
+class BinaryTreeLSTM(_TreeLSTM):
     """Tai et al.'s N-ary Tree-LSTM with N = 2: separate weights for the left and right child.
 
     Parameters: ``weight_x`` (4H, E) for the blocks i, o, u, f; ``weight_h`` (5H, 2H) for
     i, o, u, f_l, f_r on [h_l; h_r]; ``bias`` (4H,), the forget bias shared by both children."""
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.state_size = 2 * hidden_size  # a state is [h, c]
+        super().__init__(input_size, hidden_size)
         H = hidden_size
-        self.weight_x = nn.Parameter(torch.empty(4 * H, input_size))
         self.weight_h = nn.Parameter(torch.empty(5 * H, 2 * H))
         self.bias = nn.Parameter(torch.empty(4 * H))
         self.reset_parameters()
 
     def check(self, batch: TreeBatch) -> None:
         _require_binary(batch, "BinaryTreeLSTM")
-
-    def word_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return _with_null_row(F.linear(embeddings, self.weight_x))
 
     def compose(self, x: torch.Tensor | None, kids: torch.Tensor) -> torch.Tensor:
         H = self.hidden_size
