@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from benchmarks.common import check_quiet, markdown_table, write_results
 
+from benchmarks.common import check_quiet, markdown_table, write_results
 from seqlab.nn.crf import LinearChainCRF, bio_constraints
 
 HERE = Path(__file__).parent

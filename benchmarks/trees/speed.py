@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from benchmarks.common import SHARED_DATA, check_quiet, markdown_table, write_results
 from torch import Tensor, nn
 
+from benchmarks.common import SHARED_DATA, check_quiet, markdown_table, write_results
 from seqlab.data.trees import Tree, read_trees
 from seqlab.nn.tree import BinaryTreeLSTM, ChildSumTreeLSTM, TreeBatch
 

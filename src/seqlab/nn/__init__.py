@@ -8,7 +8,11 @@ One module per block kind:
   bidirectional layers, dropout between layers and initialisation schemes;
 * `conv`: `ConvConfig` and the dilated causal stacks `TCNStack` and `WaveNetStack`
   (`build_stack` picks one), with their left context carried in buffers;
-* `attention`: Bahdanau (additive) and Luong dot / general attention over encoder states.
+* `attention`: Bahdanau (additive) and Luong dot / general attention over encoder states;
+* `crf`: the linear-chain CRF output layer (log-partition, Viterbi, marginals, n-best, BIO/BIOES
+  transition constraints) over any block's per-step scores;
+* `tree`: level-wise batched tree encoders (`RecursiveNN`, `ChildSumTreeLSTM`,
+  `BinaryTreeLSTM`) over a `TreeBatch`: a few large matrix products per tree depth.
 
 Every *sequence block* (a recurrent or convolutional stack) has one call signature, so a model
 or a task head swaps one for another without asking which it holds::
