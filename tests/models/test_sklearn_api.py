@@ -11,18 +11,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.models.test_particle import PARAMS
 
 from seqlab.errors import SeqlabError
 from seqlab.models.hmm import CategoricalHMM, GaussianHMM
 from seqlab.models.kalman import LinearGaussianSSM
 from seqlab.models.particle import BootstrapParticleFilter, StateSpaceModel, linear_gaussian
 
-LG = {"transition_matrix": np.array([[0.9, 0.2], [-0.1, 0.8]]),
-      "observation_matrix": np.array([[1.0, 0.5]]),
-      "transition_covariance": np.array([[0.3, 0.05], [0.05, 0.2]]),
-      "observation_covariance": np.array([[0.5]]),
-      "initial_state_mean": np.array([0.5, -0.5]),
-      "initial_state_covariance": np.eye(2)}
+LG = PARAMS  # the particle tests' 2-d state, 1-d observation linear-Gaussian model
 
 
 def _sticky_hmm() -> CategoricalHMM:
