@@ -63,7 +63,7 @@ class Experiment:
 def _trainable(model_name: str) -> bool:
     """Whether the torch trainer fits this model (else its own counting or EM does)."""
     cls, _ = models.resolve(model_name)
-    return hasattr(cls, "training_loss")
+    return issubclass(cls, Trainable)  # the same test the pipeline applies to the instance
 
 
 def resolve(raw: dict[str, Any], default_model: str = "lstm") -> Experiment:
