@@ -12,6 +12,7 @@ User errors print one line (``seqlab: error: ...``) and exit with status 2, with
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -239,9 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave_process_group() -> None:
-    """End a torchrun process cleanly (a process group left open warns at exit)."""
+    """End a torchrun process cleanly (a process group left open warns at exit).
+
+    DDP's reducer holds the group; it is collected first, so no gloo thread outlives the group
+    into interpreter shutdown.
+    """
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -221,6 +221,7 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
                       file=log or sys.stderr)
                 fit(task, model, data, run, batches, w)
                 best, scores = score_best(task, exp.model_name, run, data)
+        w.barrier()  # the other ranks wait for the scores: none leaves the group early
     except BaseException as e:
         if created is not None and not (out / "config.json").exists():
             shutil.rmtree(created, ignore_errors=True)  # no run was written: leave no trace
@@ -242,6 +243,9 @@ def _follow(exp: Experiment, out: Path, w: World, resume: bool) -> tuple[Any, Ta
     model = build_seeded(exp, data.vocab)
     run = Run(train=exp.train, dir=out, resume=resume, writer=False)
     fit(task, model, data, run, task.batches(data, exp.data, exp.train, w), w)
+    # Leaving the process group while rank 0 still scores aborted a gloo rank ("terminate
+    # called without an active exception"): wait for it.
+    w.barrier()
     return model, data, []
 
 
