@@ -50,8 +50,8 @@ def columns(metric: str) -> list[tuple[str, str, str]]:
     label = metric.replace("_per_", "/").replace("_", " ")
     return [("model", "model", "s"), (f"valid_{metric}", f"valid {label}", ".4f"),
             (f"test_{metric}", f"test {label}", ".4f"), ("parameters", "parameters", ",d"),
-            ("train_seconds", "train time (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f"),
-            ("tokens", "train tokens", ",d")]
+            ("steps", "steps", ",.0f"), ("train_seconds", "train time (s)", ".1f"),
+            ("tokens_per_sec", "tokens/s", ",.0f"), ("tokens", "train tokens", ",.0f")]
 
 
 @dataclass
@@ -109,36 +109,90 @@ def _parse_spec(item: str) -> Spec:
 
 # --- running ------------------------------------------------------------------------------------
 def compare(specs: list[Spec], data: Any, train: TrainConfig, out: str | Path, *,
-            resume: bool = False, command: list[str] | None = None,
-            log: Any = None) -> list[dict[str, Any]]:
+            resume: bool = False, command: list[str] | None = None, log: Any = None,
+            params: int | None = None, seeds: int = 1) -> list[dict[str, Any]]:
     """Train every spec into ``out/<folder>`` and return the leaderboard rows (also saved).
 
-    With ``resume``, a model whose folder already holds a finished row is not trained again, so
-    a long comparison can run in several invocations.
+    With `params`, each trainable family is first sized to about that many trainable
+    parameters (`seqlab.sizing`); with `seeds` > 1, every spec is trained that many times
+    (``train.seed``, ``train.seed + 1``, ...) into ``out/<folder>/seed-<s>`` and its row holds
+    the mean and the standard deviation over the seeds. With ``resume``, a run whose folder
+    already holds a finished row is not trained again, so a long comparison can run in several
+    invocations.
     """
     from seqlab.experiment import Experiment
     from seqlab.experiment import train as train_run
 
     out, log = Path(out), log or sys.stderr  # sys.stderr at call time (it may be replaced)
     task = task_of(specs)
+    if seeds < 1:
+        raise SeqlabError(f"--seeds expects a positive number of runs per model, got {seeds}")
+    if params is not None:
+        specs = sized(specs, task, data, params, log)
     rows = []
     for spec in specs:
-        run_dir = out / spec.folder
-        if resume and (run_dir / "row.json").exists():
-            rows.append(read_json(run_dir / "row.json"))
-            print(f"{spec.label}: reusing {run_dir}", file=log)
-            continue
-        exp = Experiment(model_name=spec.model,
-                         model=models.make_config(spec.model, spec.model_overrides), data=data,
-                         train=_train_config(train, spec))
-        t0 = time.perf_counter()
-        _, prepared, scores = train_run(exp, run_dir, command=command, log=log)
-        row = leaderboard_row(spec.label, run_dir, scores, time.perf_counter() - t0,
-                              len(prepared.split("train")), task.metric)
-        write_json(run_dir / "row.json", row)
-        rows.append(row)
+        runs = []
+        for k in range(seeds):
+            run_dir = out / spec.folder / f"seed-{k}" if seeds > 1 else out / spec.folder
+            if resume and (run_dir / "row.json").exists():
+                runs.append(read_json(run_dir / "row.json"))
+                print(f"{spec.label}: reusing {run_dir}", file=log)
+                continue
+            cfg = _train_config(train, spec)
+            cfg = from_dict(TrainConfig, {**to_dict(cfg), "seed": cfg.seed + k}, prefix="train.")
+            exp = Experiment(model_name=spec.model,
+                             model=models.make_config(spec.model, spec.model_overrides),
+                             data=data, train=cfg)
+            t0 = time.perf_counter()
+            _, prepared, scores = train_run(exp, run_dir, command=command, log=log)
+            row = leaderboard_row(spec.label, run_dir, scores, time.perf_counter() - t0,
+                                  len(prepared.split("train")), task.metric)
+            write_json(run_dir / "row.json", row)
+            runs.append(row)
+        rows.append(runs[0] if seeds == 1 else over_seeds(runs))
     save_leaderboard(rows, out, data, task)
     return rows
+
+
+def sized(specs: list[Spec], task: Task, data: Any, params: int, log: Any) -> list[Spec]:
+    """`specs` with each trainable family's width solved for `params` trainable parameters
+    (on the data's vocabulary, prepared once here); the others are kept and said so."""
+    import tempfile
+
+    from seqlab import sizing
+
+    with tempfile.TemporaryDirectory(prefix="seqlab-sizing-") as tmp:
+        vocab = task.prepare(data, Path(tmp)).vocab
+        out = []
+        for spec in specs:
+            if sizing.width_key(spec.model) is None:
+                print(f"{spec.label}: not sized (counted or fitted by EM, not trained)", file=log)
+                out.append(spec)
+                continue
+            overrides, count = sizing.solve(spec.model, vocab, params, spec.model_overrides)
+            key = sizing.width_key(spec.model)
+            width = sizing.lookup(overrides, key) if key else None
+            print(f"{spec.label}: {key}={width} gives {count:,} trainable parameters", file=log)
+            out.append(Spec(label=spec.label, model=spec.model, model_overrides=overrides,
+                            train_overrides=spec.train_overrides))
+        return out
+
+
+def over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for several seeds of a spec: the mean of every number, the sample standard
+    deviation of the scores (``<key>_sd``), and each seed's row under ``seeds``."""
+    row = dict(runs[0])
+    metric = row["metric"]
+    for key in (metric, f"valid_{metric}", f"test_{metric}", "train_seconds", "tokens",
+                "steps", "tokens_per_sec", "test_perplexity"):
+        if any(r.get(key) is None for r in runs):
+            continue
+        values = [float(r[key]) for r in runs]
+        row[key] = float(np.mean(values))
+        if key in (metric, f"valid_{metric}", f"test_{metric}"):
+            row[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    row["seeds"] = runs
+    return row
 
 
 def _train_config(train: TrainConfig, spec: Spec) -> TrainConfig:
@@ -196,14 +250,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     cols = columns(rows[0].get("metric", "bits_per_token") if rows else "bits_per_token")
     head = "| " + " | ".join(h for _, h, _ in cols) + " |"
     rule = "|" + "|".join(" --- " if k == "model" else " ---: " for k, _, _ in cols) + "|"
-    body = ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |" for r in rows]
+    body = ["| " + " | ".join(_cell(r.get(k), f, r.get(f"{k}_sd")) for k, _, f in cols) + " |"
+            for r in rows]
     return "\n".join([head, rule, *body])
 
 
-def _cell(value: Any, spec: str) -> str:
+def _cell(value: Any, spec: str, sd: float | None = None) -> str:
     if value is None:
         return "-"
-    return format(value, spec)
+    return format(value, spec) + (f" ± {sd:{spec}}" if sd is not None else "")
 
 
 def ranked(rows: list[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
@@ -225,37 +280,48 @@ def save_leaderboard(rows: list[dict[str, Any]], out: Path, data: Any, task: Tas
         f.write(markdown(best_first) + "\n\n")
         f.write("Parameters: values stored in the best checkpoint. Train time: wall time of "
                 "training, periodic validation included, final scoring excluded; tokens/s = "
-                "train tokens / train time.\n")
+                "train tokens / train time.")
+        seeds = max((len(r.get("seeds", [])) for r in rows), default=0)
+        f.write(f" Scores are the mean ± sample standard deviation over {seeds} seeds (train.seed,"
+                " train.seed + 1, ...); the other columns are means.\n" if seeds else "\n")
     plot_curves(rows, out / "learning_curves.png", task.metric)
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, metric: str = "bits_per_token") -> None:
-    """The validation metric and the training loss against training time, one line per model."""
+    """The validation metric against training time and against tokens seen, and the training
+    loss against time: one colour per model, one line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_v, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_v, ax_n, ax_t) = plt.subplots(1, 3, figsize=(17, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(rows):
-        style = {"color": colors[i % len(colors)], "label": row["model"]}
-        records = _records(Path(row["run"]) / "metrics.jsonl")
-        clock = _clock(records, row["train_seconds"])
-        train = [(clock(r["step"]), _bits(r)) for r in records
-                 if r.get("kind") == "train" and "step" in r and _bits(r) is not None]
-        evals = [(clock(r["step"]), r[metric]) for r in records
-                 if r.get("kind") == "eval" and metric in r]
-        if len(evals) > 1:
-            ax_v.plot(*zip(*evals, strict=True), marker="o", ms=3, **style)
-        elif row.get(f"valid_{metric}") is not None:  # counted, not trained: one value
-            ax_v.axhline(row[f"valid_{metric}"], ls="--", lw=1, **style)
-        if train:
-            ax_t.plot(*zip(*train, strict=True), lw=1, marker="." if len(train) < 3 else None,
-                      **style)
-    for ax, title, unit in ((ax_v, "validation", metric),
-                            (ax_t, "training loss (running mean)", "bits/token")):
-        ax.set_xlabel("training time (s)")
+        for k, run in enumerate(row.get("seeds") or [row]):
+            style = {"color": colors[i % len(colors)], "label": row["model"] if k == 0 else None}
+            records = _records(Path(run["run"]) / "metrics.jsonl")
+            clock, seen = _clock(records, run["train_seconds"]), _seen(records, run)
+            train = [(clock(r["step"]), _bits(r)) for r in records
+                     if r.get("kind") == "train" and "step" in r and _bits(r) is not None]
+            evals = [(r["step"], r[metric]) for r in records
+                     if r.get("kind") == "eval" and metric in r]
+            if len(evals) > 1:
+                ax_v.plot([clock(s) for s, _ in evals], [v for _, v in evals], marker="o", ms=3,
+                          **style)
+                ax_n.plot([seen(s) for s, _ in evals], [v for _, v in evals], marker="o", ms=3,
+                          **style)
+            elif run.get(f"valid_{metric}") is not None:  # counted, not trained: one value
+                ax_v.axhline(run[f"valid_{metric}"], ls="--", lw=1, **style)
+                ax_n.axhline(run[f"valid_{metric}"], ls="--", lw=1, **style)
+            if train:
+                ax_t.plot(*zip(*train, strict=True), lw=1,
+                          marker="." if len(train) < 3 else None, **style)
+    for ax, title, xlabel, unit in (
+            (ax_v, "validation", "training time (s)", metric),
+            (ax_n, "validation", "training tokens seen", metric),
+            (ax_t, "training loss (running mean)", "training time (s)", "bits/token")):
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(unit)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
@@ -265,6 +331,20 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, metric: str = "bits_per_
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+def _seen(records: list[dict[str, Any]], row: dict[str, Any]) -> Any:
+    """step -> training tokens seen: from the training records' ``tokens``, else in proportion
+    to the row's total."""
+    logged = [(r["step"], r["tokens"]) for r in records
+              if r.get("kind") == "train" and "tokens" in r and "step" in r]
+    if logged:
+        steps, tokens = zip(*[(0, 0), *logged], strict=True)
+        rate = tokens[-1] / max(steps[-1], 1)
+        return lambda step: (float(np.interp(step, steps, tokens)) if step <= steps[-1]
+                             else tokens[-1] + rate * (step - steps[-1]))
+    last = row.get("steps") or max((r.get("step", 0) for r in records), default=0) or 1
+    return lambda step: (row.get("tokens") or 0) * step / last
 
 
 def _clock(records: list[dict[str, Any]], train_seconds: float) -> Any:
@@ -300,11 +380,29 @@ def register(subparsers: Any) -> dict[str, Any]:
     c.add_argument("--max-minutes", type=float, help="training budget per model (minutes)")
     c.add_argument("--max-steps", type=int, help="optimizer steps per model")
     c.add_argument("--out", required=True, help="folder: one run per model, plus the leaderboard")
+    c.add_argument("--params", type=_count, metavar="N",
+                   help="size every trained family to about N trainable parameters (its width;"
+                        " depth as its default), e.g. 500k or 2M")
+    c.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="train every model K times (train.seed, +1, ...): mean and sd")
     c.add_argument("--resume", action="store_true", help="keep models already finished in --out")
     c.add_argument("--json", action="store_true", help="end with one JSON line: {'rows': [...]}")
     c.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="data.* and train.* overrides shared by every model")
     return {"compare": cmd_compare}
+
+
+def _count(text: str) -> int:
+    """``500k``, ``2M``, ``1.5m`` or ``300000`` -> a parameter count."""
+    scale = {"k": 10**3, "m": 10**6}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count such as 500k or 2M, got {text!r}"
+                                         ) from None
+    if not value >= 1 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a positive count, got {text!r}")
+    return round(value)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -326,7 +424,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     task = task_of(specs)
     data: Any = from_dict(task.DataConfig, data_raw, prefix="data.")
     train = from_dict(TrainConfig, train_raw, prefix="train.")
-    rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv)
+    rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv,
+                   params=args.params, seeds=args.seeds)
     print(markdown(ranked(rows, task)))
     print(f"leaderboard: {Path(args.out) / 'leaderboard.md'}, curves: "
           f"{Path(args.out) / 'learning_curves.png'}")

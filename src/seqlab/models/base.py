@@ -33,6 +33,20 @@ class Checkpointed:
     vocab_type: ClassVar[Any] = Vocab  # what `from_checkpoint` rebuilds meta["vocab"] as
     config: Any
     name: str = ""  # the registry name it was built under (lstm, ngram, tagger, ...), for tables
+    # The config key that sets the model's size, for `seqlab compare --params` (seqlab.sizing);
+    # None: not sized (counted or fitted by EM).
+    width: ClassVar[str | None] = None
+
+    @classmethod
+    def width_step(cls, config: Any) -> int:
+        """Widths are multiples of this (a rotary Transformer's heads rotate channel pairs)."""
+        return 1
+
+    @classmethod
+    def resize(cls, overrides: dict[str, Any], width: int) -> dict[str, Any]:
+        """Model overrides holding `width` (already set under `width`), adjusted so that the
+        config stays valid, e.g. a head count that divides the width."""
+        return overrides
 
     def describe(self) -> dict[str, Any]:
         """The JSON stored beside the weights: enough to rebuild the model."""

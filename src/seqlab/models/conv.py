@@ -28,6 +28,7 @@ class ConvLM(NeuralLM):
 
     family = "conv"
     Config = ConvConfig
+    width = "channels"  # the key `compare --params` sizes
     carries_state = False
 
     def __init__(self, config: ConvConfig, vocab: Vocab) -> None:

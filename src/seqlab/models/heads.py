@@ -57,6 +57,7 @@ class SequenceHead(TorchModel):
 
     family = "head"
     Config = HeadConfig
+    width = "recurrent.hidden"  # the key `compare --params` sizes
 
     def __init__(self, cfg: HeadConfig, vocab: Any = None) -> None:
         super().__init__()  # `vocab` is unused: token inputs are ids below cfg.vocab

@@ -51,6 +51,7 @@ class RecurrentConfig(StackConfig):
 class RecurrentLM(NeuralLM):
     family = "recurrent"
     Config = RecurrentConfig
+    width = "hidden"  # the key `compare --params` sizes
 
     def __init__(self, config: RecurrentConfig, vocab: Vocab) -> None:
         super().__init__(config, vocab)

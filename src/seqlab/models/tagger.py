@@ -98,6 +98,7 @@ class SequenceTagger(TorchModel):
 
     family = "tagger"
     Config = TaggerConfig
+    width = "recurrent.hidden"  # the key `compare --params` sizes
     vocab_type = TagVocab
 
     def __init__(self, config: TaggerConfig, vocab: TagVocab) -> None:

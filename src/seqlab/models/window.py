@@ -50,6 +50,7 @@ class WindowConfig:
 class WindowLM(NeuralLM):
     family = "window"
     Config = WindowConfig
+    width = "hidden"  # the key `compare --params` sizes
     carries_state = False  # training windows are independent: each starts from end-of-lines
 
     def __init__(self, config: WindowConfig, vocab: Vocab) -> None:
