@@ -29,6 +29,7 @@ TINY: dict[str, dict] = {
     "window": {"context": 3, "emb_dim": 4, "hidden": 12},
     "tcn": {"emb_dim": 8, "channels": 8, "levels": 3},
     "wavenet": {"emb_dim": 8, "channels": 8, "skip_channels": 8, "levels": 3, "blocks": 2},
+    "transformer": {"layers": 2, "heads": 2, "dim": 8, "block_size": 8},  # windows slide
 }
 LM_NAMES = list(tasks.get("lm").models)  # every registered language model
 

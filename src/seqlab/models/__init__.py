@@ -23,6 +23,7 @@ FAMILIES: dict[str, str] = {
     "hmm": "seqlab.models.hmm:HMMLM",
     "window": "seqlab.models.window:WindowLM",
     "conv": "seqlab.models.conv:ConvLM",
+    "transformer": "seqlab.models.transformer:TransformerLM",
     "seq2seq": "seqlab.seq2seq.model:Seq2Seq",
     "head": "seqlab.models.heads:SequenceHead",
     "kalman": "seqlab.models.kalman:LinearGaussianSSM",

@@ -40,6 +40,7 @@ class LanguageModeling:
         "window": ("window", {}),
         "tcn": ("conv", {"kind": "tcn"}),
         "wavenet": ("conv", {"kind": "wavenet"}),
+        "transformer": ("transformer", {}),
     }
     metric: ClassVar[str] = "bits_per_token"
     metrics: ClassVar[tuple[str, ...]] = ("bits_per_token",)  # what validation reports
