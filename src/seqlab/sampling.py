@@ -71,7 +71,16 @@ def pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
 def stream(
     model: LanguageModel, prompt: np.ndarray | list[int], cfg: SampleConfig, gen: torch.Generator
 ) -> Iterator[int]:
-    """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time."""
+    """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time.
+
+    Recurrent LMs step through `seqlab.fast_sampling` (fused in-place cells, the same tokens
+    for the same seed); every other model through its protocol ``step``.
+    """
+    from seqlab import fast_sampling
+
+    if fast_sampling.supports(model):
+        yield from fast_sampling.stream(model, prompt, cfg, gen)
+        return
     logits, state = model.prime(prompt)
     for i in range(cfg.length):
         tok = pick(logits, cfg, gen)

@@ -1,0 +1,335 @@
+"""Fast token-by-token generation: fused, preallocated cell steps for the recurrent LMs.
+
+Generation advances every layer by one token at a time, so its cost is reading the weights
+once per step (a matrix-vector product per layer) plus Python and dispatcher overhead per op.
+`nn.LSTM` at sequence length 1 pays oneDNN's per-call set-up (PERF-NOTES trap 2), and the
+protocol's ``step`` also rebuilds its state tuple and tensors every token. `RecurrentStepper`
+instead:
+
+* folds the embedding into layer 1: ``table = E @ W_ih^T + b_ih (+ b_hh)`` is precomputed, so
+  a token's input projection is one row lookup (``index_select`` into a buffer);
+* keeps [W_ih | W_hh] of every later layer concatenated, so each layer is one ``addmm`` over a
+  buffer that already holds [x_t | h_{t-1}] (the previous layer writes its output into it);
+* updates the state in place with ``out=``/in-place ops on preallocated buffers, under
+  ``torch.inference_mode``: no allocation per step except the sampled token.
+
+It runs the same weights as the model (no copy of the checkpoint, a derived cache), in the
+model's dtype, and equals ``model.forward`` up to floating-point summation order (the tests
+compare logits in float64 and float32). `stream` draws from the logits with the sampler's own
+`seqlab.sampling.pick`, so a seed gives the same tokens as the protocol path.
+
+Any other language model (the conv stacks with their queues, the window and Transformer
+families, n-grams) goes through `ModuleStepper` for batched steps (``forward`` on one column
+under inference mode) or through the protocol's ``step`` for batch 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqlab.errors import SeqlabError
+
+
+class RecurrentStepper:
+    """Batched, in-place one-token steps of a `seqlab.models.recurrent.RecurrentLM`.
+
+    ``step(tokens (B,)) -> logits (B, V)``; the logits tensor is a buffer overwritten by the
+    next step (clone it to keep it). ``state()`` / ``load_state()`` convert to and from the
+    stack's state, so a stepper can continue from ``model.prime`` or hand its state back.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 1) -> None:
+        if not supports(model):
+            raise SeqlabError(f"the fast stepper runs recurrent LMs without peepholes or "
+                              f"time_skip, got {getattr(model, 'family', type(model).__name__)}")
+        c = model.config
+        self.kind, self.H, self.L, self.B = c.cell, c.hidden, c.layers, batch_size
+        self.relu = c.nonlinearity == "relu"
+        self.residual_from = c.residual_start if c.residual else None  # 1-based layer
+        self.version = weights_version(model)
+        with torch.inference_mode():
+            self._build_weights(model)
+            self._build_buffers()
+
+    # --- construction -------------------------------------------------------------------------
+    def _build_weights(self, model: Any) -> None:
+        """Derived weights: the layer-1 input table and the concatenated later layers."""
+        ws = [layer.weights(0) for layer in model.stack.layers]  # CellWeights per layer
+        gru = self.kind == "gru"
+        w0 = ws[0]
+        # (V, G*H): the embedding times W_ih plus the biases that do not depend on h. The GRU
+        # keeps b_hh apart (its reset gate scales W_hn h + b_hn).
+        b0 = _add(w0.b_ih, None if gru else w0.b_hh)
+        self.table = F.linear(model.embed.weight, w0.w_ih, b0).contiguous()
+        self.w_hh0 = w0.w_hh.detach()  # (G*H, H)
+        self.b_hh0 = w0.b_hh.detach() if gru and w0.b_hh is not None else None
+        self.w_cat: list[torch.Tensor] = []  # layers 2..L: (G*H, I + H), [W_ih | W_hh]
+        self.b_cat: list[torch.Tensor | None] = []
+        self.w_ih: list[torch.Tensor] = []  # GRU layers 2..L keep the two products apart
+        self.w_hh: list[torch.Tensor] = []
+        self.b_ih: list[torch.Tensor | None] = []
+        self.b_hh: list[torch.Tensor | None] = []
+        for w in ws[1:]:
+            if gru:
+                self.w_ih.append(w.w_ih.detach())
+                self.w_hh.append(w.w_hh.detach())
+                self.b_ih.append(None if w.b_ih is None else w.b_ih.detach())
+                self.b_hh.append(None if w.b_hh is None else w.b_hh.detach())
+            else:
+                self.w_cat.append(torch.cat([w.w_ih, w.w_hh], 1).contiguous())
+                self.b_cat.append(_add(w.b_ih, w.b_hh))
+        self.head_w, self.head_b = model.head.weight.detach(), model.head.bias.detach()
+
+    def _build_buffers(self) -> None:
+        B, H, L = self.B, self.H, self.L
+        G = {"rnn": 1, "lstm": 4, "gru": 3}[self.kind]
+        like = self.table
+        # xh[l] (B, I + H) is layer l's [input | h]: layer 1's input is the table row, so its
+        # buffer is just h. Later layers read the previous layer's output from their left part.
+        self.xh = [like.new_zeros(B, (0 if i == 0 else H) + H) for i in range(L)]
+        self.h = [x[:, x.shape[1] - H:] for x in self.xh]  # (B, H) views
+        self.c = [like.new_zeros(B, H) for _ in range(L)] if self.kind == "lstm" else []
+        self.gates = like.new_empty(B, G * H)
+        self.gh = like.new_empty(B, G * H)  # GRU: W_hh h + b_hh
+        self.tmp = like.new_empty(B, H)
+        self.logits = like.new_empty(B, self.head_w.shape[0])
+
+    # --- state --------------------------------------------------------------------------------
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        """Zero the state of `rows` (all when None): those sequences start afresh."""
+        with torch.inference_mode():
+            for t in (*self.h, *self.c):
+                if rows is None:
+                    t.zero_()
+                else:
+                    t[list(rows)] = 0
+
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The stack's state: (h,) or (h, c), each (layers, B, H), copied."""
+        h = torch.stack([t.clone() for t in self.h])
+        return (h, torch.stack(self.c)) if self.kind == "lstm" else (h,)
+
+    def load_state(self, state: Sequence[torch.Tensor]) -> None:
+        """Continue from a stack state ((h,) or (h, c), each (layers, B, H))."""
+        with torch.inference_mode():
+            for i in range(self.L):
+                self.h[i].copy_(state[0][i])
+                if self.kind == "lstm":
+                    self.c[i].copy_(state[1][i])
+
+    # --- stepping -----------------------------------------------------------------------------
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B,) int64 -> logits (B, V), a buffer valid until the next step."""
+        with torch.inference_mode():
+            x = None
+            for i in range(self.L):
+                y = self._layer(i, tokens)
+                if i + 1 < self.L:
+                    nxt = self.xh[i + 1][:, :self.H]
+                    if self.residual_from is not None and i + 1 >= self.residual_from and x is \
+                            not None:
+                        torch.add(y, x, out=nxt)  # GNMT residual: input + output onward
+                    else:
+                        nxt.copy_(y)
+                    x = nxt
+                elif self.residual_from is not None and i + 1 >= self.residual_from and \
+                        x is not None:
+                    y = torch.add(y, x, out=self.tmp)
+            return torch.addmm(self.head_b, y, self.head_w.t(), out=self.logits)
+
+    def _layer(self, i: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Advance layer i in place; returns its new h (B, H)."""
+        g = self.gates
+        if i == 0:
+            torch.index_select(self.table, 0, tokens, out=g)  # (B, G*H): x W_ih^T + biases
+        if self.kind == "gru":
+            return self._gru(i, g)
+        if i == 0:
+            g.addmm_(self.h[0], self.w_hh0.t())
+        else:
+            b = self.b_cat[i - 1]
+            if b is None:
+                torch.mm(self.xh[i], self.w_cat[i - 1].t(), out=g)
+            else:
+                torch.addmm(b, self.xh[i], self.w_cat[i - 1].t(), out=g)
+        if self.kind == "lstm":
+            return self._lstm(i, g)
+        h = self.h[i]
+        return torch.clamp(g, min=0, out=h) if self.relu else torch.tanh(g, out=h)
+
+    def _lstm(self, i: int, g: torch.Tensor) -> torch.Tensor:
+        H, c, h = self.H, self.c[i], self.h[i]
+        g[:, :2 * H].sigmoid_()  # i, f
+        g[:, 2 * H:3 * H].tanh_()  # g
+        g[:, 3 * H:].sigmoid_()  # o
+        c.mul_(g[:, H:2 * H]).addcmul_(g[:, :H], g[:, 2 * H:3 * H])  # c' = f c + i g
+        torch.tanh(c, out=self.tmp)
+        return torch.mul(g[:, 3 * H:], self.tmp, out=h)  # h' = o tanh(c')
+
+    def _gru(self, i: int, gi: torch.Tensor) -> torch.Tensor:
+        H, h, gh = self.H, self.h[i], self.gh
+        if i == 0:
+            w_hh, b_hh = self.w_hh0, self.b_hh0
+        else:
+            x = self.xh[i][:, :H]
+            b_ih = self.b_ih[i - 1]
+            if b_ih is None:
+                torch.mm(x, self.w_ih[i - 1].t(), out=gi)
+            else:
+                torch.addmm(b_ih, x, self.w_ih[i - 1].t(), out=gi)
+            w_hh, b_hh = self.w_hh[i - 1], self.b_hh[i - 1]
+        if b_hh is None:
+            torch.mm(h, w_hh.t(), out=gh)
+        else:
+            torch.addmm(b_hh, h, w_hh.t(), out=gh)
+        rz = gi[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()  # r, z
+        n = gi[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()  # tanh(a_n + r (W h + b))
+        # h' = (1 - z) n + z h = n + z (h - n)
+        torch.sub(h, n, out=self.tmp)
+        return torch.addcmul(n, rz[:, H:], self.tmp, out=h)
+
+
+class ModuleStepper:
+    """Batched steps of any `NeuralLM` through ``forward`` on one column (conv queues,
+    windows, Transformers...), under inference mode: the generic path `RecurrentStepper`
+    is measured against, with the same ``step`` / ``reset`` interface."""
+
+    def __init__(self, model: Any, batch_size: int = 1) -> None:
+        self.model, self.B = model, batch_size
+        self.version = weights_version(model)
+        self._state = model.initial_state(batch_size)
+
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        if rows is None:
+            self._state = self.model.initial_state(self.B)
+            return
+        fresh = self.model.initial_state(self.B)
+        with torch.inference_mode():
+            for t, f in zip(_tensors(self._state), _tensors(fresh), strict=True):
+                t[list(rows)] = f[list(rows)]
+
+    def state(self) -> Any:
+        return self._state
+
+    def load_state(self, state: Any) -> None:
+        self._state = state
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            logits, self._state = self.model(tokens[:, None], self._state)  # (B, 1, V)
+        return logits[:, 0]
+
+
+def _tensors(state: Any) -> list[torch.Tensor]:
+    if state is None:
+        return []
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [t for s in state for t in _tensors(s)]
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    if a is None:
+        return None if b is None else b.detach()
+    return a.detach() if b is None else (a + b).detach()
+
+
+def supports(model: Any) -> bool:
+    """Whether `RecurrentStepper` runs this model (a recurrent LM, one direction, no
+    peepholes or time skips, which only the reference cells implement)."""
+    c = getattr(model, "config", None)
+    return (getattr(model, "family", None) == "recurrent" and c is not None
+            and not (c.peepholes or c.time_skip or c.bidirectional)
+            and not (c.residual and c.residual_start == 1))
+
+
+def weights_version(model: Any) -> tuple[Any, ...]:
+    """Changes whenever a parameter is replaced or updated in place (a training step), so a
+    cached stepper built from older weights is rebuilt."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+
+
+def stepper(model: Any, batch_size: int = 1) -> RecurrentStepper | ModuleStepper:
+    """The fastest stepper for `model`: fused cells for recurrent LMs, else `forward`."""
+    was = model.training
+    model.eval()  # dropout off: the derived weights are those of inference
+    try:
+        if supports(model):
+            return RecurrentStepper(model, batch_size)
+        return ModuleStepper(model, batch_size)
+    finally:
+        model.train(was)
+
+
+def stream(model: Any, prompt: np.ndarray | list[int], cfg: Any, gen: torch.Generator
+           ) -> Iterator[int]:
+    """`seqlab.sampling.stream` on a stepper: the same tokens for the same seed, faster.
+
+    The prompt is primed through ``model.prime`` (one full forward pass), then each token is
+    one fused step and one draw with the sampler's `pick`.
+    """
+    from seqlab.sampling import pick
+
+    logits, state = model.prime(prompt)
+    st = stepper(model, 1)
+    st.load_state(state)
+    tok = torch.zeros(1, dtype=torch.long, device=logits.device)
+    for i in range(cfg.length):
+        t = pick(logits, cfg, gen)
+        yield t
+        if i + 1 < cfg.length:
+            tok[0] = t
+            logits = st.step(tok)[0]
+
+
+def sample_batch(model: Any, prompts: Sequence[Sequence[int]], length: int, *,
+                 temperature: float = 1.0, seed: int = 0) -> np.ndarray:
+    """`length` tokens for each prompt, all sequences stepped together: (B, length) ids.
+
+    Each step draws every row at once (``torch.multinomial`` on (B, V) probabilities with one
+    generator), so the stream differs from B separate batch-1 samples with the same seed; the
+    same seed and prompts always give the same array. Temperature 0 is greedy.
+    """
+    B = len(prompts)
+    if B == 0 or length < 0:
+        raise SeqlabError(f"sample_batch expects >= 1 prompt and length >= 0, got {B}, {length}")
+    gen = torch.Generator().manual_seed(seed)
+    st = stepper(model, B)
+    eos = model.vocab.eos_id
+    device = next(model.parameters()).device
+    logits = _prime_rows(st, [[eos, *map(int, p)] for p in prompts], device)
+    out = np.empty((B, length), dtype=np.int64)
+    for t in range(length):
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = (logits.float() / temperature).softmax(-1).cpu()
+            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
+        out[:, t] = nxt.cpu().numpy()
+        if t + 1 < length:
+            logits = st.step(nxt.to(logits.device))
+    return out
+
+
+def _prime_rows(st: RecurrentStepper | ModuleStepper, seqs: list[list[int]],
+                device: torch.device) -> torch.Tensor:
+    """Feed prompts of different lengths: shorter rows wait (their state is saved and put
+    back) until the longest is read; returns the logits after each row's last token."""
+    T = max(len(s) for s in seqs)
+    last: torch.Tensor | None = None
+    for t in range(T):
+        # Left-pad by starting short rows late: rows with fewer tokens left are reset until
+        # their own first token, so every row ends its prompt at the last step.
+        toks = torch.tensor([s[t - (T - len(s))] if t >= T - len(s) else s[0] for s in seqs],
+                            device=device)
+        late = [r for r, s in enumerate(seqs) if t == T - len(s) and t > 0]
+        if late:
+            st.reset(late)
+        last = st.step(toks)
+    assert last is not None
+    return last.clone()
