@@ -1,0 +1,250 @@
+"""Continuous batching: the generation requests of one model stepped together.
+
+One background task per model owns the batch. Between two steps it lets new requests join
+(each primed on its own prompt), drops the ones that finished, were cancelled by a client that
+disconnected, or ran out of time, and then advances every remaining sequence by one token::
+
+    boundary:  join new rows (prime)  |  drop finished / cancelled / late rows
+    step:      pick one token per row with the row's own generator   -> sent to its client
+               logits, state = model(tokens (B, 1), states)          -> the next boundary
+
+Each request brings its own `torch.Generator`, seeded from the request, and its token is drawn
+with `seqlab.sampling.pick` from its own row of logits, exactly as ``seqlab sample`` draws it.
+The model steps the way the sampler steps it: recurrent LMs through the fused stepper of
+`seqlab.fast_sampling` (`FusedRows`), other models through their protocol ``step``. So a
+request's text does not depend on its neighbours: a request alone in the batch equals the CLI's
+sample bit for bit; in a batch the rows' logits equal batch-1 stepping up to float rounding
+(tests/serve check both).
+
+The model runs in one worker thread (shared with the other model endpoints), so the event loop
+keeps streaming tokens to clients while the next step is computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqlab.models.base import without_onednn
+from seqlab.sampling import SampleConfig, pick
+
+END = None  # queued after a row's last token
+
+
+class TimedOut:
+    """Queued instead of a token when a row passes its deadline."""
+
+
+class Failed:
+    """Queued instead of a token when the model raised; `message` says what happened."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+TIMED_OUT = TimedOut()
+
+
+@dataclass(eq=False)
+class Generation:
+    """One request's row of the batch: what it asked for and where it stands."""
+
+    prompt: Sequence[int]  # token ids
+    cfg: SampleConfig  # length, temperature, top-k, top-p, greedy (seed is in `gen`)
+    deadline: float  # event-loop time after which the row is dropped
+    gen: torch.Generator = field(init=False)
+    out: asyncio.Queue[int | TimedOut | Failed | None] = field(default_factory=asyncio.Queue)
+    logits: torch.Tensor | None = None  # (V,) next-token logits, once primed
+    state: Any = None  # the model's state for this row (batch dimension 1)
+    picked: int = 0  # tokens drawn (the worker thread's count)
+    produced: int = 0  # tokens handed to the client (the event loop's count)
+    cancelled: bool = False
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)  # as sampling.sample_text
+
+
+def batched_step(model: Any, tokens: Sequence[int], states: Sequence[Any]
+                 ) -> tuple[list[torch.Tensor], list[Any]]:
+    """One step for several rows: logits (V,) and state of each row.
+
+    A recurrent LM runs all rows as one batch; one row, or another family, goes through the
+    model's own ``step`` (the sampler's path), row by row.
+    """
+    from seqlab.models.recurrent import RecurrentLM
+
+    if len(tokens) == 1 or not isinstance(model, RecurrentLM):
+        pairs = [model.step(int(t), s) for t, s in zip(tokens, states, strict=True)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+    # The stack state is a tuple of tensors with the batch in dimension 1: (L, B, H) for h and
+    # c, (L, B, k, H) for the time_skip history.
+    state = tuple(torch.cat([s[k] for s in states], dim=1) for k in range(len(states[0])))
+    x = torch.tensor(list(tokens), device=model.device)[:, None]  # (B, 1)
+    with torch.inference_mode(), without_onednn():  # native kernels: no per-call overhead
+        logits, new = model(x, state)  # (B, 1, V)
+    rows = range(len(tokens))
+    return [logits[b, -1] for b in rows], [tuple(s[:, b:b + 1] for s in new) for b in rows]
+
+
+class FusedRows:
+    """Rows stepped together through `seqlab.fast_sampling`'s fused stepper, the path
+    ``seqlab sample`` takes for recurrent LMs: one stepper per batch size, whose buffers carry
+    the rows' states while the membership stays the same; when rows join or leave, the states
+    of the staying rows are read out and loaded with the new rows' primed states."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.steppers: dict[int, Any] = {}
+        self.loaded: list[Generation] = []  # the rows in the current stepper, in order
+
+    def step(self, rows: list[Generation], tokens: Sequence[int]) -> None:
+        from seqlab.fast_sampling import stepper
+
+        B = len(rows)
+        st = self.steppers.get(B)
+        if st is None:
+            st = self.steppers[B] = stepper(self.model, B)
+        if rows != self.loaded:
+            st.load_state(self._states(rows))
+            self.loaded = list(rows)
+        x = torch.tensor(list(tokens), dtype=torch.long, device=self.model.device)
+        logits = st.step(x).clone()  # (B, V); the stepper's buffer is overwritten next step
+        for b, g in enumerate(rows):
+            g.logits, g.state = logits[b], None  # the state lives in the stepper now
+
+    def _states(self, rows: list[Generation]) -> tuple[torch.Tensor, ...]:
+        """The stack state of `rows` (each (L, B, H)): from the stepper for rows it holds,
+        from ``prime`` for new ones."""
+        held = self.steppers[len(self.loaded)].state() if self.loaded else None
+        where = {id(g): b for b, g in enumerate(self.loaded)}
+        parts = []
+        for g in rows:
+            if id(g) in where:
+                assert held is not None
+                b = where[id(g)]
+                parts.append(tuple(s[:, b:b + 1] for s in held))
+            else:
+                parts.append(tuple(g.state))
+        return tuple(torch.cat([p[k] for p in parts], dim=1) for k in range(len(parts[0])))
+
+
+class Batcher:
+    """The batch of one model; `submit` a request, read its tokens from ``Generation.out``."""
+
+    def __init__(self, model: Any, executor: Executor) -> None:
+        from seqlab import fast_sampling
+
+        self.model, self.executor = model, executor
+        # Recurrent LMs step as `seqlab sample` does, through the fused stepper.
+        self.fused = FusedRows(model) if fast_sampling.supports(model) else None
+        self.pending: list[Generation] = []  # joins at the next boundary
+        self.active: list[Generation] = []  # primed rows
+        self.steps = 0  # batched steps taken (for tests and metrics)
+        self.largest_batch = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def slots(self) -> int:
+        """Requests holding a slot: a cancelled request frees its slot at once."""
+        return sum(not (g.cancelled or g.done) for g in (*self.pending, *self.active))
+
+    def submit(self, prompt: Sequence[int], cfg: SampleConfig, deadline: float) -> Generation:
+        g = Generation(prompt, cfg, deadline)
+        if cfg.length == 0:
+            g.done = True
+            g.out.put_nowait(END)
+            return g
+        self.pending.append(g)
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return g
+
+    def cancel(self, g: Generation) -> None:
+        """Free `g`'s slot now; its row leaves the batch at the next boundary."""
+        g.cancelled = True
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._boundary(loop.time())
+            if not self.active and not self.pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            joining, self.pending = self.pending, []
+            rows = [*self.active, *joining]
+            self.active = rows
+            self.largest_batch = max(self.largest_batch, len(rows))
+            self.steps += 1
+            try:
+                await loop.run_in_executor(self.executor, self._advance, loop, joining, rows)
+            except Exception as e:  # a model error ends these rows, not the server's batcher
+                for g in rows:
+                    if not g.done:
+                        g.done = True
+                        g.out.put_nowait(Failed(f"{type(e).__name__}: {e}"))
+                self.active = []
+
+    def _boundary(self, now: float) -> None:
+        """Drop finished, cancelled and late rows (a late row is told so)."""
+        keep = []
+        for g in self.active:
+            if g.done or g.cancelled:
+                continue
+            if now > g.deadline:
+                g.done = True
+                g.out.put_nowait(TIMED_OUT)
+                continue
+            keep.append(g)
+        self.active = keep
+        for g in self.pending:
+            if now > g.deadline and not g.cancelled:
+                g.done = True
+                g.out.put_nowait(TIMED_OUT)
+        self.pending = [g for g in self.pending if not (g.done or g.cancelled)]
+
+    def _advance(self, loop: asyncio.AbstractEventLoop, joining: list[Generation],
+                 rows: list[Generation]) -> None:
+        """In the worker thread: prime the joining rows, pick a token for every row (sent to
+        the clients at once), then step the rows that want more."""
+        for g in joining:
+            g.logits, g.state = self.model.prime(np.asarray(g.prompt, dtype=np.int64))
+        picks = []
+        for g in rows:
+            assert g.logits is not None  # primed at its first boundary
+            picks.append(pick(g.logits, g.cfg, g.gen))
+            g.picked += 1
+        loop.call_soon_threadsafe(self._deliver, rows, picks)
+        more = [i for i, g in enumerate(rows) if g.picked < g.cfg.length]
+        if more and self.fused is not None:
+            self.fused.step([rows[i] for i in more], [picks[i] for i in more])
+        elif more:
+            logits, states = batched_step(self.model, [picks[i] for i in more],
+                                          [rows[i].state for i in more])
+            for i, lg, st in zip(more, logits, states, strict=True):
+                rows[i].logits, rows[i].state = lg, st
+
+    @staticmethod
+    def _deliver(rows: list[Generation], picks: list[int]) -> None:
+        for g, tok in zip(rows, picks, strict=True):
+            if g.done or g.cancelled:
+                continue
+            g.produced += 1
+            g.out.put_nowait(tok)
+            if g.produced >= g.cfg.length:
+                g.done = True
+                g.out.put_nowait(END)
