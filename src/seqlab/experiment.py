@@ -203,6 +203,8 @@ def train(exp: Experiment, out: str | Path, *, resume: bool = False,
         with _workdir(out) as workdir:
             vocab = task.load_vocab(out / "vocab.json") if resume else None
             data = task.prepare(exp.data, workdir, vocab, exp.model)
+            warn_unknowns(task, data.vocab, {s: data.split(s) for s in ("valid", "test")},
+                          data.split("train"), log)
             model = build_seeded(exp, data.vocab)
             # Batches are cut before the run folder exists too: too little data is bad input.
             batches = (task.batches(data, exp.data, exp.train, w)
@@ -355,16 +357,29 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
     if data is not None:
         with tempfile.TemporaryDirectory() as tmp:
             examples = task.read_eval_file(model, data, Path(tmp))
+            warn_unknowns(task, getattr(model, "vocab", None), {data: examples})
             return task.evaluate(model, examples, split_name=data, name=name)
     if not config:
         raise SeqlabError(f"{run_dir}: a bare checkpoint has no data of its own; pass --data")
     cfg: Any = from_dict(task.DataConfig, config["data"], prefix="data.")
-    examples = task.prepare(cfg, Path(run_dir) / "data", getattr(model, "vocab", None),
+    prepared = task.prepare(cfg, Path(run_dir) / "data", getattr(model, "vocab", None),
                             getattr(model, "config", None))
-    examples = examples.split(split)
+    examples = prepared.split(split)
     if len(examples) == 0:
         raise SeqlabError(f"{run_dir}: the {split} split is empty; pass --split or --data")
+    warn_unknowns(task, prepared.vocab, {split: examples}, prepared.split("train"))
     return task.evaluate(model, examples, split_name=split, name=name)
+
+
+def warn_unknowns(task: Task, vocab: Any, splits: dict[str, Any], train: Any = None,
+                  log: Any = None) -> None:
+    """Print the task's unknown-token warnings (`seqlab.data.unknown`), if it has any: a line
+    when more than 5% of a split's tokens are ``<unk>``, with the level that would fix it."""
+    check = getattr(task, "unknown_warnings", None)  # optional: tasks without a vocabulary
+    if check is None or vocab is None:
+        return
+    for line in check(vocab, splits, train):
+        print(line, file=log or sys.stderr)
 
 
 def predict_run(run_dir: str | Path, inputs: list[str], *, device: str | None = None,

@@ -8,6 +8,11 @@ seen in training are scored like any other token (every model gives ``<unk>`` no
 probability) and counted in ``unk_tokens``.
 
     bits_per_token = -sum_t log p(x_t | x_<t) / (N ln 2),  perplexity = exp(nats per token)
+    bits_per_char  = the same total / (C ln 2), C the characters of the scored text
+
+Bits per token depend on the level (a bpe token holds several characters, a byte a fraction of
+one); bits per character divide the same total by the text's characters (`Vocab.count_chars`),
+so char, byte, word and bpe levels compare on one text. At char level the two are equal.
 """
 
 from __future__ import annotations
@@ -39,14 +44,16 @@ class Evaluation(ScoreRow):
     tokens: int  # number of tokens scored (N)
     nats: float  # total negative log-likelihood, in nats
     bits_per_token: float
+    chars: int  # characters of the scored text (C; see `Vocab.count_chars`)
+    bits_per_char: float  # nats / (C ln 2): comparable across levels
     perplexity: float  # exp(nats / N); per word at word level
     unk_tokens: int  # tokens that were unseen in training and scored as <unk>
     seconds: float
 
     def summary(self) -> str:
         return (f"{self.model} on {self.split}: {self.bits_per_token:.4f} bits/token, "
-                f"perplexity {self.perplexity:.2f}, {self.tokens:,} tokens, "
-                f"{self.unk_tokens} unknown")
+                f"{self.bits_per_char:.4f} bits/char, perplexity {self.perplexity:.2f}, "
+                f"{self.tokens:,} tokens, {self.unk_tokens} unknown")
 
 
 def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
@@ -59,6 +66,7 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
         raise AssertionError(f"{type(model).__name__}.log_prob returned {lp.shape}, not ({n},)")
     nats = float(-lp.sum())
     unk = model.vocab.unk_id
+    chars = model.vocab.count_chars(ids)
     label: str = getattr(model, "name", type(model).__name__)  # the protocol has no name
     return Evaluation(
         model=name or label,
@@ -66,6 +74,8 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
         tokens=n,
         nats=nats,
         bits_per_token=nats / (n * math.log(2)) if n else float("nan"),
+        chars=chars,
+        bits_per_char=nats / (chars * math.log(2)) if chars else float("nan"),
         perplexity=math.exp(min(nats / n, 700)) if n else float("nan"),
         unk_tokens=int(np.count_nonzero(np.asarray(ids) == unk)) if unk is not None else 0,
         seconds=time.perf_counter() - t0,
@@ -73,20 +83,22 @@ def evaluate(model: LanguageModel, ids: np.ndarray, *, split: str = "valid",
 
 
 def validator(model: Any, valid: np.ndarray | None) -> Callable[[], dict[str, float]] | None:
-    """The trainer's validation callable for a language model: bits per token on `valid`
-    (None without a validation split). A score far above the uniform distribution's stops the
-    run: the weights have blown up without becoming NaN (``train.lr=1e6``)."""
+    """The trainer's validation callable for a language model: bits per token and per
+    character on `valid` (None without a validation split). A score far above the uniform
+    distribution's stops the run: the weights have blown up without becoming NaN
+    (``train.lr=1e6``)."""
     if valid is None or len(valid) == 0:
         return None
     uniform = math.log2(len(model.vocab))
 
     def validate() -> dict[str, float]:
-        bits = evaluate(model, valid).bits_per_token
+        scored = evaluate(model, valid)
+        bits = scored.bits_per_token
         if bits > 4 * uniform + 1:
             raise TrainingDiverged(
                 f"training stopped: validation reached {bits:.4g} bits/token, far above the "
                 f"uniform distribution's {uniform:.2f}; the run diverged and its best checkpoint "
                 "was kept. Try a lower train.lr")
-        return {"bits_per_token": bits}
+        return {"bits_per_token": bits, "bits_per_char": scored.bits_per_char}
 
     return validate

@@ -6,6 +6,11 @@ streams it from disk and a corpus larger than RAM works. Train, valid and test c
 separate sources or from contiguous fractions of the main one: train first, then valid, then
 test. The vocabulary is built from the training part only, so evaluation sees genuine unknowns.
 
+At bpe level the fractions are fractions of characters, as at char level (the same valid text at
+both levels), since the tokens are not known before the tokenizer is learned on the training part.
+The main source is encoded in three pieces cut at those characters, so no token spans a split and
+the tokenizer never saw a character of valid or test; the manifest records each piece's tokens.
+
 A source is one file, a directory (every file below it, hidden ones skipped) or a glob pattern
 (``data/*.txt``). Several files are one corpus: each is a document, taken in path order and
 ending with an end-of-line (`iter_documents`). Every pass reads the files in 1 MiB chunks and
@@ -18,9 +23,11 @@ keeps only per-chunk arrays and the vocabulary's counts, so memory does not grow
 
 from __future__ import annotations
 
+import bisect
 import glob
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from seqlab.data.splits import SplitConfig, Splits
-from seqlab.data.vocab import Level, Vocab, iter_documents, iter_units
+from seqlab.data.vocab import BPE_VOCAB, Level, Vocab, iter_documents, iter_units
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, read_json, write_json
 
@@ -42,7 +49,19 @@ class DataConfig(SplitConfig):
     # training text: a file, a directory or a glob pattern of files (one document each);
     # "builtin:pydoc" is Python's documentation, offline. `valid` and `test` take the same forms.
     path: str = BUILTIN
-    level: Level = "char"  # char (Unicode code points), byte (any file) or word
+    # char (Unicode code points), byte (any file), word, or bpe (byte-level BPE learned on the
+    # training part: subwords, nothing unknown)
+    level: Level = "char"
+    bpe_vocab: int = BPE_VOCAB  # bpe level: tokens to learn (256 bytes + merges)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.bpe_vocab < 256:
+            raise SeqlabError("data.bpe_vocab must be at least 256 (every byte is a token), "
+                              f"got {self.bpe_vocab}")
+        if self.level == "bpe" and self.max_vocab is not None:
+            raise SeqlabError("data.max_vocab does not apply at bpe level; set the size with "
+                              f"data.bpe_vocab (got max_vocab={self.max_vocab})")
 
 
 @dataclass
@@ -121,11 +140,21 @@ def _files_below(root: Path) -> list[Path]:
 
 
 def count_units(source: Source, level: Level) -> int:
-    return sum(len(chunk) for chunk in source.units(level))
+    """Units of `source`: the characters at bpe level (where its splits are cut)."""
+    return sum(_size(chunk, level) for chunk in source.units(level))
 
 
-def _head(units: Iterator[np.ndarray | list[str]], n: int) -> Iterator[np.ndarray | list[str]]:
+def _size(chunk: np.ndarray | list[str], level: Level) -> int:
+    return sum(map(len, chunk)) if level == "bpe" else len(chunk)
+
+
+def _head(units: Iterator[np.ndarray | list[str]], n: int, level: Level
+          ) -> Iterator[np.ndarray | list[str]]:
     """The first `n` units of a stream; stops reading there."""
+    if level == "bpe":
+        pieces = _pieces(units, [n])  # type: ignore[arg-type]  # bpe units are lists of lines
+        yield from (lines for _, lines in itertools.takewhile(lambda p: p[0] == 0, pieces))
+        return
     for chunk in units:
         if n <= 0:
             return
@@ -133,22 +162,67 @@ def _head(units: Iterator[np.ndarray | list[str]], n: int) -> Iterator[np.ndarra
         n -= len(chunk)
 
 
+def _pieces(chunks: Iterable[list[str]], cuts: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """``(piece, lines)``: chunks of lines cut where the character count reaches each of the
+    increasing `cuts` (a line may be cut in two); piece k lies between cuts k-1 and k."""
+    pos, piece = 0, 0
+    for lines in chunks:
+        size = sum(map(len, lines))
+        while piece < len(cuts) and pos + size >= cuts[piece]:
+            head, lines = _cut(lines, cuts[piece] - pos)
+            yield piece, head
+            n = sum(map(len, head))
+            pos, size, piece = pos + n, size - n, piece + 1
+        yield piece, lines
+        pos += size
+
+
+def _cut(lines: list[str], n: int) -> tuple[list[str], list[str]]:
+    """The first `n` characters of `lines` and the rest, both as lists of lines."""
+    ends = list(itertools.accumulate(map(len, lines)))
+    i = bisect.bisect_left(ends, n)  # the line in which character n falls
+    if i == len(lines):
+        return lines, []
+    k = n - (ends[i] - len(lines[i]))  # 0 < k <= len(line i) unless n == 0
+    head, tail = [*lines[:i], lines[i][:k]], [lines[i][k:], *lines[i + 1 :]]
+    return [x for x in head if x], [x for x in tail if x]
+
+
 def _training_units(cfg: DataConfig, main: Source) -> Iterator[np.ndarray | list[str]]:
     """The training part of `main`: all of it unless valid or test are fractions of it, when a
     counting pass comes first. A generator, so nothing is read if `Vocab.build` never asks (byte
     level's vocabulary is fixed)."""
     units = main.units(cfg.level)
-    if (not cfg.valid and cfg.valid_fraction) or (not cfg.test and cfg.test_fraction):
-        units = _head(units, cfg.split_sizes(count_units(main, cfg.level))[0])
+    if _held_out(cfg):
+        units = _head(units, cfg.split_sizes(count_units(main, cfg.level))[0], cfg.level)
     yield from units
 
 
-def encode_source(source: Source, vocab: Vocab, out: Path) -> np.ndarray:
+def _held_out(cfg: DataConfig) -> bool:
+    """Whether valid or test are fractions of the main source."""
+    return bool((not cfg.valid and cfg.valid_fraction) or (not cfg.test and cfg.test_fraction))
+
+
+def encode_source(source: Source, vocab: Vocab, out: Path, cuts: list[int] | None = None
+                  ) -> np.ndarray:
     """Tokenise `source` into the binary id file `out`, chunk by chunk, and memory-map it."""
+    return _encode_pieces(source, vocab, out, cuts)[0]
+
+
+def _encode_pieces(source: Source, vocab: Vocab, out: Path, cuts: list[int] | None = None
+                   ) -> tuple[np.ndarray, list[int]]:
+    """`encode_source`, and the tokens of each piece between the character `cuts` (bpe
+    level: each piece is encoded on its own)."""
+    chunks: Iterable[tuple[int, np.ndarray | list[str]]] = (
+        _pieces(source.units(vocab.level), cuts) if cuts is not None  # type: ignore[arg-type]
+        else ((0, chunk) for chunk in source.units(vocab.level)))
+    tokens = [0] * (len(cuts or []) + 1)
     with atomic_open(out) as f:
-        for chunk in source.units(vocab.level):
-            f.write(vocab.encode_units(chunk).astype(vocab.dtype, copy=False).tobytes())
-    return open_ids(out, vocab.dtype)
+        for piece, chunk in chunks:
+            ids = vocab.encode_units(chunk).astype(vocab.dtype, copy=False)
+            f.write(ids.tobytes())
+            tokens[piece] += len(ids)
+    return open_ids(out, vocab.dtype), tokens
 
 
 def open_ids(path: Path, dtype: np.dtype) -> np.ndarray:
@@ -162,20 +236,34 @@ def _fingerprint(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def _encoded(sources: dict[str, Source], vocab: Vocab, cache_dir: Path) -> dict[str, np.ndarray]:
-    """Each source's ids, memory-mapped from ``cache_dir/<name>.ids``; encoded again unless the
-    manifest records the same vocabulary and the same files, unchanged."""
+def _encoded(sources: dict[str, Source], vocab: Vocab, cache_dir: Path, cfg: DataConfig
+             ) -> tuple[dict[str, np.ndarray], tuple[int, int, int]]:
+    """Each source's ids, memory-mapped from ``cache_dir/<name>.ids``, and the train, valid and
+    test sizes of the main one, in tokens; encoded again unless the manifest records the same
+    vocabulary and the same files, unchanged."""
     manifest_path = cache_dir / "tokens.json"
-    manifest = {"vocab": vocab.to_json(),
-                "sources": {name: src.fingerprint() for name, src in sources.items()}}
-    fresh = manifest_path.exists() and read_json(manifest_path) == manifest
+    manifest: dict[str, Any] = {
+        "vocab": vocab.to_json(), "sources": {name: src.fingerprint() for name, src in
+                                              sources.items()}}
+    stored = read_json(manifest_path) if manifest_path.exists() else {}
+    fresh = {k: stored.get(k) for k in manifest} == manifest
     arrays = {}
     for name, src in sources.items():
         f = cache_dir / f"{name}.ids"
-        arrays[name] = open_ids(f, vocab.dtype) if fresh and f.exists() else encode_source(
-            src, vocab, f)
+        if fresh and f.exists():
+            arrays[name] = open_ids(f, vocab.dtype)
+        elif name == "main" and vocab.level == "bpe":  # cut at characters, each piece alone
+            sizes = cfg.split_sizes(count_units(src, "bpe")) if _held_out(cfg) else (0, 0, 0)
+            cuts = list(itertools.accumulate(sizes[:2]))
+            arrays[name], stored["pieces"] = _encode_pieces(src, vocab, f, cuts)
+        else:
+            arrays[name] = encode_source(src, vocab, f)
+    n = len(arrays["main"])
+    if vocab.level == "bpe":
+        manifest["pieces"] = stored["pieces"] if _held_out(cfg) else [n, 0, 0]
     write_json(manifest_path, manifest)
-    return arrays
+    sizes = manifest["pieces"] if vocab.level == "bpe" else cfg.split_sizes(n)
+    return arrays, (int(sizes[0]), int(sizes[1]), n - int(sizes[0]) - int(sizes[1]))
 
 
 def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) -> Corpus:
@@ -189,13 +277,13 @@ def prepare(cfg: DataConfig, cache_dir: str | Path, vocab: Vocab | None = None) 
     sources = {name: resolve_source(p, cache_dir) for name, p in named if p}
     if vocab is None:
         vocab = Vocab.build(_training_units(cfg, sources["main"]), cfg.level,
-                            min_count=cfg.min_count, max_size=cfg.max_vocab)
+                            min_count=cfg.min_count,
+                            max_size=cfg.bpe_vocab if cfg.level == "bpe" else cfg.max_vocab)
     elif vocab.level != cfg.level:
         raise SeqlabError(f"data.level is {cfg.level!r} but the vocabulary is {vocab.level!r}")
-    arrays = _encoded(sources, vocab, cache_dir)
+    arrays, (n_train, n_valid, _) = _encoded(sources, vocab, cache_dir, cfg)
 
     ids = arrays["main"]  # slices of a memmap are views: nothing below reads the ids
-    n_train, n_valid, _ = cfg.split_sizes(len(ids))
     if n_train < 2:
         raise SeqlabError(f"{cfg.path}: expected at least 2 training tokens, got {n_train}")
     return Corpus(

@@ -1,38 +1,49 @@
-"""Vocabularies and tokenisers at three levels: char, byte and word.
+"""Vocabularies and tokenisers at four levels: char, byte, word and bpe.
+
+``bpe`` is byte-level byte-pair encoding through Hugging Face ``tokenizers``: the 256 bytes plus
+merges learned on the training text (GPT-2's scheme), so every text round-trips exactly and no
+token is ever unknown. Its text is read as lines, each encoded on its own (`iter_units`): no
+token spans a line break, and the ids do not depend on where the file was cut into chunks.
 
 Special tokens, the same scheme at every level:
 
 * ``<unk>`` (id 0, char and word level): stands for anything not seen in training. Every model
   gives it non-zero probability, so text with unseen symbols can always be scored; evaluation
-  counts how many tokens fell back to it. Byte level needs none: all 256 bytes are in the vocab.
+  counts how many tokens fell back to it. Byte and bpe level need none: all 256 bytes are in the
+  vocab.
 * the end-of-line token: ``"\\n"`` at char level, ``<eos>`` at word level (one per line, as in
-  the Penn Treebank LM data), byte 10 at byte level. It is an ordinary token: it is predicted,
+  the Penn Treebank LM data), byte 10 at byte level, the token of the single byte 10 at bpe
+  level. It is an ordinary token: it is predicted,
   scored and counted like any other. It also serves as the virtual token that precedes the first
   token of every stream, so the first token is scored "as if after a newline".
 
-A vocabulary is saved as JSON: ``{"level": ..., "tokens": [...]}``, ids being list positions.
+A vocabulary is saved as JSON: ``{"level": ..., "tokens": [...]}``, ids being list positions; at
+bpe level ``{"level": "bpe", "tokenizer": {...}}``, the tokenizer in ``tokenizers``' own JSON
+format (``Tokenizer.from_str(json.dumps(obj["tokenizer"]))`` loads it), its ids being ours.
 """
 
 from __future__ import annotations
 
 import codecs
 import itertools
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from seqlab.errors import SeqlabError, describe
 from seqlab.io import write_json
 
-Level = Literal["char", "byte", "word"]
-LEVELS: tuple[str, ...] = ("char", "byte", "word")
+Level = Literal["char", "byte", "word", "bpe"]
+LEVELS: tuple[str, ...] = ("char", "byte", "word", "bpe")
 UNK, EOS = "<unk>", "<eos>"
 CHUNK_BYTES = 1 << 20  # files are read in 1 MiB pieces, so no corpus has to fit in memory
 NEWLINE = 10  # "\n" as a code point and as a byte: what ends a document at char and byte level
+BPE_VOCAB = 2000  # the default size of a bpe vocabulary: 256 bytes and 1744 merges
 
 
 @dataclass
@@ -41,29 +52,43 @@ class Vocab:
 
     level: Level
     tokens: list[str]
+    # bpe level: the `tokenizers.Tokenizer` whose ids these are (`Vocab.from_tokenizer`)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
     index: dict[str, int] = field(init=False, repr=False)
     _table: np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
+    _chars: np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise SeqlabError(f"vocabulary level must be one of {LEVELS}, got {self.level!r}")
+        if (self.tokenizer is None) != (self.level != "bpe"):
+            raise SeqlabError("a vocabulary has a tokenizer at bpe level and only there")
         self.index = {t: i for i, t in enumerate(self.tokens)}
         if len(self.index) != len(self.tokens):
             raise SeqlabError("vocabulary has duplicate tokens")
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> Vocab:
+        """A bpe vocabulary over a byte-level BPE `tokenizers.Tokenizer`: the same ids."""
+        ids = tokenizer.get_vocab()
+        tokens = sorted(ids, key=ids.__getitem__)
+        dense = [ids[t] for t in tokens] == list(range(len(tokens)))
+        if not dense or not set(_BYTE_CHARS) <= ids.keys():
+            raise SeqlabError("a bpe tokenizer must hold ids 0..n-1 and all 256 byte tokens")
+        return cls("bpe", tokens, tokenizer)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     @property
     def unk_id(self) -> int | None:
-        return self.index.get(UNK) if self.level != "byte" else None
+        return self.index.get(UNK) if self.level in ("char", "word") else None
 
     @property
     def eos_id(self) -> int:
         """The end-of-line token; also the virtual token before the first token of a stream."""
-        return {"char": self.index.get("\n", 0), "word": self.index.get(EOS, 0), "byte": 10}[
-            self.level
-        ]
+        return {"char": self.index.get("\n", 0), "word": self.index.get(EOS, 0), "byte": 10,
+                "bpe": self.index.get(_BYTE_CHARS[NEWLINE], 0)}[self.level]
 
     @property
     def dtype(self) -> np.dtype:
@@ -81,9 +106,15 @@ class Vocab:
         min_count: int = 1,
         max_size: int | None = None,
     ) -> Vocab:
-        """Build a vocabulary from the unit stream of `iter_units` (training text only)."""
+        """Build a vocabulary from the unit stream of `iter_units` (training text only).
+
+        At bpe level `max_size` is the vocabulary size to learn (`BPE_VOCAB` when None) and
+        `min_count` the least count of a pair that is merged.
+        """
         if level == "byte":
             return cls("byte", [f"<0x{b:02X}>" for b in range(256)])
+        if level == "bpe":
+            return cls.from_tokenizer(train_bpe(units, max_size or BPE_VOCAB, min_count))
         counts: Counter[str] = Counter()
         for chunk in units:
             if level == "char":
@@ -103,12 +134,24 @@ class Vocab:
 
     # --- persistence ----------------------------------------------------------------------
     def to_json(self) -> dict:
+        if self.level == "bpe":  # the tokenizer's own JSON; its vocabulary is ours
+            return {"level": "bpe", "tokenizer": json.loads(self.tokenizer.to_str())}
         return {"level": self.level, "tokens": self.tokens}
 
     @classmethod
     def from_json(cls, obj: dict) -> Vocab:
+        if isinstance(obj, dict) and obj.get("level") == "bpe" and set(obj) == {"level",
+                                                                               "tokenizer"}:
+            from tokenizers import Tokenizer
+
+            try:
+                tokenizer = Tokenizer.from_str(json.dumps(obj["tokenizer"]))
+            except Exception as e:  # tokenizers raises its own Exception subclass
+                raise SeqlabError(f"bpe vocabulary: unreadable tokenizer JSON ({e})") from None
+            return cls.from_tokenizer(tokenizer)
         if not isinstance(obj, dict) or set(obj) != {"level", "tokens"}:
-            raise SeqlabError(f"vocabulary JSON must have keys level and tokens, got {obj!r:.80}")
+            raise SeqlabError("vocabulary JSON must have keys level and tokens (level and "
+                              f"tokenizer at bpe level), got {obj!r:.80}")
         return cls(obj["level"], list(obj["tokens"]))
 
     def save(self, path: str | Path) -> None:
@@ -125,6 +168,9 @@ class Vocab:
         """Map one chunk from `iter_units` to ids; unknown units become ``<unk>``."""
         if self.level == "byte":
             return np.asarray(chunk, dtype=np.uint8)
+        if self.level == "bpe":  # lines, each encoded on its own (in parallel, in Rust)
+            encoded = self.tokenizer.encode_batch_fast(list(chunk), add_special_tokens=False)
+            return np.fromiter(itertools.chain.from_iterable(e.ids for e in encoded), self.dtype)
         if self.level == "char":
             # A table lookup is O(n); np.unique(return_inverse) sorted, ~15x slower per MiB.
             return self._char_table().take(np.asarray(chunk), mode="clip")
@@ -159,6 +205,45 @@ class Vocab:
                                   f"{describe(unknown)}")
         return ids
 
+    def token_bytes(self, i: int) -> bytes:
+        """The bytes that token `i` stands for (byte and bpe level)."""
+        if self.level == "byte":
+            return bytes([i])
+        return bytes(_CHAR_BYTES[c] for c in self.tokens[i])
+
+    def count_chars(self, ids: np.ndarray) -> int:
+        """How many characters the text of `ids` has: the denominator of bits per character.
+
+        A character is counted at the token where it starts, so the counts of consecutive pieces
+        of a stream add up to the whole. Char level: one per token (an unknown one included).
+        Byte and bpe level: the UTF-8 lead bytes. Word level: the text as words re-joined by
+        single spaces, each word counting itself and the space or line break after it, an
+        ``<eos>`` only when it ends an empty line, an unknown word the five of ``<unk>``.
+        """
+        if self.level == "char":
+            return len(ids)
+        table, total = self._char_counts(), 0
+        prev_eos = True  # the virtual end-of-line before the stream
+        for start in range(0, len(ids), CHUNK_BYTES * 16):  # bounded memory on a memmap
+            piece = np.asarray(ids[start : start + CHUNK_BYTES * 16])
+            total += int(table.take(piece).sum())
+            if self.level == "word":
+                eos = piece == self.eos_id
+                total += int(np.count_nonzero(eos[1:] & eos[:-1])) + int(eos[0] and prev_eos)
+                prev_eos = bool(eos[-1])
+        return total
+
+    def _char_counts(self) -> np.ndarray:
+        """Characters each token contributes to `count_chars` (before word level's <eos>s)."""
+        if self._chars is None:
+            if self.level == "word":
+                counts = [0 if t == EOS else len(t) + 1 for t in self.tokens]
+            else:  # a character per UTF-8 lead byte: any byte but 10xxxxxx
+                counts = [sum(b & 0xC0 != 0x80 for b in self.token_bytes(i))
+                          for i in range(len(self))]
+            self._chars = np.asarray(counts, dtype=np.int64)
+        return self._chars
+
     def decoder(self) -> TextDecoder:
         return TextDecoder(self)
 
@@ -177,8 +262,8 @@ class TextDecoder:
 
     def feed(self, i: int) -> str:
         v = self.vocab
-        if v.level == "byte":
-            return self._bytes.decode(bytes([i]))
+        if v.level in ("byte", "bpe"):
+            return self._bytes.decode(v.token_bytes(i))
         tok = v.tokens[i]
         if v.level == "char":
             return "\ufffd" if tok == UNK else tok
@@ -190,18 +275,22 @@ class TextDecoder:
         return out
 
     def flush(self) -> str:
-        return self._bytes.decode(b"", final=True) if self.vocab.level == "byte" else ""
+        return self._bytes.decode(b"", final=True) if self.vocab.level in ("byte", "bpe") else ""
 
 
 # --- reading files as unit streams ----------------------------------------------------------
 def iter_units(path: str | Path, level: Level) -> Iterator[np.ndarray | list[str]]:
-    """Yield a file as chunks of units: code points (char), bytes (byte) or words (word).
+    """Yield a file as chunks of units: code points (char), bytes (byte), words (word) or lines
+    of text, each with its ``"\\n"`` (bpe).
 
     The file is read in 1 MiB pieces, so files larger than memory stream through.
     """
     path = Path(path)
     if level == "word":
         yield from _iter_words(path)
+        return
+    if level == "bpe":
+        yield from _iter_lines(path)
         return
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     offset = 0
@@ -223,6 +312,9 @@ def iter_documents(paths: Iterable[Path], level: Level) -> Iterator[np.ndarray |
     added after a document that does not end with one. An empty file adds nothing.
     """
     for path in paths:
+        if level == "bpe":
+            yield from _iter_lines(path, document=True)
+            continue
         last = None
         for chunk in iter_units(path, level):
             if len(chunk):
@@ -238,6 +330,9 @@ def iter_units_from_text(text: str, level: Level) -> Iterator[np.ndarray | list[
         return
     if level == "byte":
         yield np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    elif level == "bpe":
+        lines, rest = _split_text_lines(text)
+        yield lines + ([rest] if rest else [])
     elif level == "char":
         yield _code_points(text)
     else:
@@ -283,6 +378,35 @@ def _iter_words(path: Path) -> Iterator[list[str]]:
             yield words
 
 
+def _iter_lines(path: Path, *, document: bool = False) -> Iterator[list[str]]:
+    """Lines with their ``"\\n"``, in chunks of about CHUNK_BYTES of text (bpe level). As a
+    document (`document`), a last line without a line break gets one."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    carry, offset = "", 0  # carry: the unfinished line at the end of the previous block
+    with path.open("rb") as f:
+        while block := f.read(CHUNK_BYTES):
+            lines, carry = _split_text_lines(carry + _decode(decoder, block, path, offset,
+                                                             level="bpe"))
+            offset += len(block)
+            if lines:
+                yield lines
+        carry += _decode(decoder, b"", path, offset, True, "bpe")
+        if carry:
+            yield [carry + "\n" if document else carry]
+
+
+def _split_text_lines(text: str) -> tuple[list[str], str]:
+    """The finished lines of `text`, each ending with ``"\\n"``, and the unfinished rest. Only
+    ``"\\n"`` ends a line ("\\r\\n" keeps its "\\r"), so the lines do not depend on where a
+    text was cut in blocks; a line longer than CHUNK_BYTES is cut in pieces of that length."""
+    *lines, rest = text.split("\n")
+    lines = [line + "\n" for line in lines]
+    while len(rest) > CHUNK_BYTES:
+        lines.append(rest[:CHUNK_BYTES])
+        rest = rest[CHUNK_BYTES:]
+    return lines, rest
+
+
 def _split_lines(text: str, final: bool = False) -> tuple[list[str], str]:
     """The words of the finished lines of `text`, ``<eos>`` after each, and the unfinished
     rest (all of it finished when `final`)."""
@@ -301,3 +425,35 @@ def _split_lines(text: str, final: bool = False) -> tuple[list[str], str]:
         words += parts[:-1] if cut else parts
         rest = parts[-1] if cut else " "  # " ": still inside the line, its <eos> to come
     return words, rest + held
+
+
+# --- byte-level BPE ----------------------------------------------------------------------------
+def _byte_chars() -> list[str]:
+    """GPT-2's printable stand-in for each byte, as ``tokenizers``' ByteLevel writes bytes in
+    token strings: printable Latin-1 bytes stand for themselves, the others for 256 + n."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+_BYTE_CHARS = _byte_chars()  # byte -> its character in token strings
+_CHAR_BYTES = {c: b for b, c in enumerate(_BYTE_CHARS)}
+
+
+def train_bpe(units: Iterable[np.ndarray | list[str]], vocab_size: int, min_count: int = 1
+              ) -> Any:
+    """A byte-level BPE `tokenizers.Tokenizer` learned from chunks of lines (`iter_units` at
+    bpe level): all 256 bytes, then merges up to `vocab_size` tokens, each of a pair seen at
+    least `min_count` times. No special tokens: nothing is unknown, and the end-of-line token
+    is byte 10's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    # GPT-2's pre-tokenizer: words with their leading space, digits, punctuation runs, spaces
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_count, show_progress=False, special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator((list(chunk) for chunk in units), trainer)
+    return tokenizer

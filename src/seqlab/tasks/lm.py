@@ -19,7 +19,8 @@ import numpy as np
 from seqlab.data.corpus import Corpus, encode_for_eval, prepare
 from seqlab.data.corpus import DataConfig as TextConfig
 from seqlab.data.stream import StreamBatcher
-from seqlab.data.vocab import Vocab
+from seqlab.data.unknown import count_unknown, singleton_share, unknown_warning
+from seqlab.data.vocab import LEVELS, Vocab
 from seqlab.distributed import World
 from seqlab.errors import SeqlabError
 from seqlab.scoring import Evaluation, evaluate, validator
@@ -43,7 +44,7 @@ class LanguageModeling:
         "transformer": ("transformer", {}),
     }
     metric: ClassVar[str] = "bits_per_token"
-    metrics: ClassVar[tuple[str, ...]] = ("bits_per_token",)  # what validation reports
+    metrics: ClassVar[tuple[str, ...]] = ("bits_per_token", "bits_per_char")  # validation's
     mode: ClassVar[str] = "min"
 
     def prepare(self, cfg: TextConfig, workdir: Path, vocab: Vocab | None = None,
@@ -76,6 +77,20 @@ class LanguageModeling:
 
     def read_eval_file(self, model: Any, path: str, workdir: Path) -> np.ndarray:
         return encode_for_eval(path, model.vocab, workdir)
+
+    def unknown_warnings(self, vocab: Vocab, splits: dict[str, np.ndarray],
+                         train: np.ndarray | None = None) -> list[str]:
+        """A line when more than 5% of a split's tokens are ``<unk>`` (`seqlab.data.unknown`);
+        `train`, when at hand, tells whether most words are seen once."""
+        if vocab.unk_id is None:  # byte and bpe level: nothing is unknown
+            return []
+        rates = {name: (count_unknown(ids, vocab.unk_id), len(ids)) for name, ids in
+                 splits.items()}
+        line = unknown_warning(
+            rates, vocab.level, lambda: None if train is None else singleton_share(train,
+                                                                                   len(vocab)),
+            levels=LEVELS)
+        return [line] if line else []
 
     def predict(self, model: Any, inputs: Sequence[str], **options: Any) -> list[str]:
         """One sampled continuation per prompt; `options` are `SampleConfig` keys."""

@@ -9,14 +9,16 @@ exact match, which selects the best checkpoint; evaluation adds BLEU and chrF
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from seqlab.data.unknown import count_unknown, singleton_share, unknown_warning
 from seqlab.distributed import World, shard
 from seqlab.errors import SeqlabError
-from seqlab.seq2seq.data import DataConfig as PairConfig
 from seqlab.seq2seq.data import (
+    UNK_ID,
     PairBatcher,
     PairData,
     Pairs,
@@ -28,12 +30,18 @@ from seqlab.seq2seq.data import (
     prepare,
     tokenize,
 )
+from seqlab.seq2seq.data import DataConfig as PairConfig
 from seqlab.seq2seq.metrics import Seq2SeqEvaluation, evaluate, validation_metrics
 from seqlab.tasks.base import Metrics
 
 
 def _max_lens(model_cfg: Any) -> tuple[int, int]:
     return model_cfg.max_src_len, model_cfg.max_tgt_len
+
+
+def _singletons(train: Pairs | None, field: str, size: int) -> float | None:
+    """`singleton_share` of one side ("src" or "tgt") of the training pairs."""
+    return None if train is None else singleton_share(getattr(train, field), size)
 
 
 class Translation:
@@ -80,6 +88,22 @@ class Translation:
 
     def read_eval_file(self, model: Any, path: str, workdir: Path) -> Pairs:
         return load_eval_pairs(path, None, model.vocab, _max_lens(model.config))
+
+    def unknown_warnings(self, vocab: PairVocab, splits: dict[str, Pairs],
+                         train: Pairs | None = None) -> list[str]:
+        """A line per side when more than 5% of a split's tokens on that side are ``<unk>``
+        (`seqlab.data.unknown`); `train`, when at hand, tells whether most words are seen
+        once."""
+        lines = []
+        for side, key, level, field in (("source ", "data.level", vocab.levels[0], "src"),
+                                        ("target ", "data.tgt_level", vocab.levels[1], "tgt")):
+            rates = {name: (count_unknown(getattr(p, field), UNK_ID), len(getattr(p, field)))
+                     for name, p in splits.items()}
+            shares = functools.partial(_singletons, train, field, len(getattr(vocab, field)))
+            line = unknown_warning(rates, level, shares, levels=("char", "word"), side=side,
+                                   key=key)
+            lines += [line] if line else []
+        return lines
 
     def predict(self, model: Any, inputs: Sequence[str], **options: Any) -> list[str]:
         """The best translation of each source line; `options` are `DecodeConfig` keys."""
