@@ -11,7 +11,6 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +220,7 @@ def test_concurrent_requests_share_steps_and_each_equals_its_own_sample(
     prompts = [[3, 4], [], [5, 5, 5, 6], [7], [8, 9, 10]]
 
     async def run() -> tuple[list[list[int]], Batcher]:
-        batcher = Batcher(model, ThreadPoolExecutor(1))
+        batcher = Batcher(model)
         deadline = asyncio.get_running_loop().time() + 600
         gens = [batcher.submit(p, c, deadline) for p, c in zip(prompts, configs, strict=True)]
 
@@ -244,7 +243,7 @@ def test_a_cancelled_consumer_frees_its_slot_at_once(runs: dict[str, Any]) -> No
     model = runs["lm"].model
 
     async def run() -> None:
-        batcher = Batcher(model, ThreadPoolExecutor(1))
+        batcher = Batcher(model)
         deadline = asyncio.get_running_loop().time() + 600
         cfg = SampleConfig(length=10_000)
         keep, leave = batcher.submit([], cfg, deadline), batcher.submit([], cfg, deadline)

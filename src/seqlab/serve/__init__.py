@@ -26,6 +26,7 @@ def register(sub: Any) -> dict[str, Any]:
     s.add_argument("--limit", action="append", default=[], metavar="KEY=VALUE",
                    help="a server limit, e.g. max_streams=16 (keys: seqlab.serve.config)")
     s.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: cpu)")
+    s.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     s.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"])
     return {"serve": cmd_serve}
@@ -64,6 +65,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     limits = parse_limits(args.limit)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise SeqlabError(f"--threads: expected at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     from seqlab.serve.runs import load_runs
 
     runs = load_runs(args.runs, args.device)  # every check before anything listens

@@ -10,8 +10,8 @@
     POST /tag               tagging runs: Viterbi tags and per-token marginals
     GET  /docs              the OpenAPI page (/openapi.json is the schema)
 
-Generation goes through one `Batcher` per model (continuous batching); every other model call
-runs in the same single worker thread, so requests never run the model concurrently. Errors
+Generation goes through one `Batcher` per model (continuous batching), stepped on the event
+loop; every other model call runs in one worker thread, one at a time. Errors
 are JSON: ``{"error": {"code": 422, "type": "invalid_request_error", "message": "..."}}``; the
 limits and what each breach returns are in `seqlab.serve.config`.
 """
@@ -172,7 +172,7 @@ class Server:
 
     def batcher(self, run: Served) -> Batcher:
         if run.name not in self.batchers:
-            self.batchers[run.name] = Batcher(run.model, self.executor)
+            self.batchers[run.name] = Batcher(run.model)
         return self.batchers[run.name]
 
     @property
@@ -264,12 +264,18 @@ def default_length(run: Served, limits: ServeConfig) -> int:
     return min(int(stored), limits.max_tokens)
 
 
-async def tokens_of(g: Generation, batcher: Batcher) -> AsyncIterator[list[int]]:
-    """The tokens of a generation as they come, several at once when the client lags; ends
-    after the last one, raises TimeoutError when the row ran out of time. Leaving early (a
-    client that disconnected) frees the slot at once."""
+async def tokens_of(g: Generation, batcher: Batcher, interval: float = 0.0
+                    ) -> AsyncIterator[list[int]]:
+    """The tokens of a generation as they come, at most one batch per `interval` seconds
+    (several tokens at once when they come faster); ends after the last one, raises
+    TimeoutError when the row ran out of time. Leaving early (a client that disconnected)
+    frees the slot at once."""
+    first = True
     try:
         while True:
+            if not first and interval > 0:
+                await asyncio.sleep(interval)
+            first = False
             items = [await g.out.get()]
             while not g.out.empty():
                 items.append(g.out.get_nowait())
@@ -353,7 +359,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         run = server.run(req.model, "generate")
         length = default_length(run, limits) if req.max_tokens is None else req.max_tokens
         g = server.start(run, req, length)
-        return _sse(_generate_events(server.batcher(run), run, g))
+        return _sse(_generate_events(server.batcher(run), run, g, limits.stream_interval))
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest) -> StreamingResponse | dict[str, Any]:
@@ -364,10 +370,11 @@ def _routes(app: FastAPI, server: Server) -> None:
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
                 "created": int(time.time()), "model": run.name}
         if req.stream:
-            return _sse(_completion_events(server.batcher(run), run, g, head))
+            return _sse(_completion_events(server.batcher(run), run, g, head,
+                                            limits.stream_interval))
         decoder, pieces = _decoder(run, g), []
         try:
-            async for toks in tokens_of(g, server.batcher(run)):
+            async for toks in tokens_of(g, server.batcher(run), limits.stream_interval):
                 pieces += [decoder.feed(t) for t in toks]
         except TimeoutError:
             raise fail(408, f"the completion took longer than max_request_seconds "
@@ -444,11 +451,12 @@ def _decoder(run: Served, g: Generation) -> Any:
     return decoder
 
 
-async def _generate_events(batcher: Batcher, run: Served, g: Generation) -> AsyncIterator[str]:
+async def _generate_events(batcher: Batcher, run: Served, g: Generation, interval: float
+                           ) -> AsyncIterator[str]:
     decoder, index, text = _decoder(run, g), 0, []
     yield sse({"text": g.cfg.prompt}, "prompt")
     try:
-        async for toks in tokens_of(g, batcher):
+        async for toks in tokens_of(g, batcher, interval):
             chunk = []
             for t in toks:
                 piece = decoder.feed(t)
@@ -467,14 +475,14 @@ async def _generate_events(batcher: Batcher, run: Served, g: Generation) -> Asyn
 
 
 async def _completion_events(batcher: Batcher, run: Served, g: Generation,
-                             head: dict[str, Any]) -> AsyncIterator[str]:
+                             head: dict[str, Any], interval: float) -> AsyncIterator[str]:
     decoder = _decoder(run, g)
 
     def chunk(text: str, finish: str | None) -> str:
         return sse({**head, "choices": [{"text": text, "index": 0, "logprobs": None,
                                          "finish_reason": finish}]})
     try:
-        async for toks in tokens_of(g, batcher):
+        async for toks in tokens_of(g, batcher, interval):
             yield chunk("".join(decoder.feed(t) for t in toks), None)
     except (TimeoutError, HTTPException) as e:
         yield sse(stream_error(e, "completion"))
