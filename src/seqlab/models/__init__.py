@@ -30,6 +30,7 @@ FAMILIES: dict[str, str] = {
     "particle": "seqlab.models.particle:BootstrapParticleFilter",
     "tagger": "seqlab.models.tagger:SequenceTagger",
     "treenet": "seqlab.models.treenet:TreeNet",
+    "music": "seqlab.models.music:MusicModel",
 }
 
 

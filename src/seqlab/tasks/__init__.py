@@ -23,6 +23,7 @@ TASKS: dict[str, str] = {
     "parity": "seqlab.tasks.parity:ParityTagging",
     "tagging": "seqlab.tasks.tagging:Tagging",
     "tree": "seqlab.tasks.trees:TreeTask",
+    "music": "seqlab.tasks.music:PolyphonicMusic",
 }
 
 
