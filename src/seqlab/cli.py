@@ -169,7 +169,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 # Modules adding subcommands: each has ``register(subparsers) -> {name: handler}``. Each task
 # adds its own too (``sample`` for language models, ``translate`` for seq2seq).
-PLUGINS = ("seqlab.leaderboard", "seqlab.diagnose", "seqlab.features", "seqlab.serve")
+PLUGINS = ("seqlab.leaderboard", "seqlab.diagnose", "seqlab.features", "seqlab.serve",
+           "seqlab.inspect")
 
 
 def _register_plugins(sub: Any) -> None:
