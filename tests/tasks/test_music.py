@@ -29,11 +29,7 @@ SMALL = {"recurrent": {"hidden": 8, "layers": 2}, "conv": {"channels": 8, "level
 
 def small(name: str) -> MusicModel:
     torch.manual_seed(0)
-    preset = models.resolve(name)[1]
-    over = {k: v for k, v in SMALL.items() if k != "recurrent"}
-    if "recurrent" in preset:
-        over["recurrent"] = {**preset["recurrent"], **SMALL["recurrent"]}
-    return models.build(name, None, over)
+    return models.build(name, None, SMALL)
 
 
 def tiny_rolls(n: int, length: int, seed: int) -> list[list[list[int]]]:
@@ -167,3 +163,24 @@ def test_reads_the_shared_jsb_chorales() -> None:
     splits = read_rolls(SHARED_DATA / "music" / "jsb_chorales" / "jsb_chorales.json")
     assert [len(splits[s]) for s in ("train", "valid", "test")] == [229, 76, 77]
     assert sum(len(r) for r in splits["train"]) == 13807
+
+
+def test_compare_ranks_music_models_by_nll_per_step(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "rolls.json"
+    data.write_text(json.dumps({"train": tiny_rolls(16, 10, 0), "valid": tiny_rolls(4, 10, 1),
+                                "test": tiny_rolls(4, 10, 2)}), encoding="utf-8")
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", str(data), "--models",
+                 "music-gru,music-tcn",
+                 "--max-steps", "4", "--out", str(out), "train.batch_size=4",
+                 "train.progress=false", "train.eval_interval=2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert {r["metric"] for r in rows} == {"nll_per_step"}
+    assert all(r["test_nll_per_step"] > 0 for r in rows)
+    assert "nll/step" in (out / "leaderboard.md").read_text()
+
+
+def test_size_overrides_keep_the_presets_cell() -> None:
+    assert small("music-gru").stack.cfg.cell == "gru"  # SMALL replaces the recurrent section
+    with pytest.raises(SeqlabError, match=r"model\.cell"):
+        models.build("music-lstm", None, {"recurrent": {"cell": "gru"}})

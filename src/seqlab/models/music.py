@@ -25,7 +25,7 @@ step at a time. The piano-roll task (`seqlab.tasks.music`) cuts the batches and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -54,8 +54,11 @@ class MusicConfig:
     """Which stack reads the roll, and which layer outputs the chord."""
 
     stack: Literal["recurrent", "conv"] = "recurrent"
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent stack's cell
     recurrent: StackConfig = field(default_factory=lambda: StackConfig(hidden=200, layers=1))
-    # ^ read when stack=recurrent; its input is the 88 keys of the previous step
+    # ^ read when stack=recurrent; its input is the 88 keys of the previous step. An override
+    # such as model.recurrent.hidden=64 replaces the whole section (StackConfig's defaults for
+    # the rest: 2 layers), which is why the cell is a key of its own.
     conv: ConvConfig = field(default_factory=_tcn)  # read when stack=conv (emb_dim unused: the
     # 88 keys are the input channels)
     dropout: float = 0.0  # on the stack's output, before the output layer
@@ -66,6 +69,10 @@ class MusicConfig:
     def __post_init__(self) -> None:
         check_range("model.dropout", self.dropout, "in [0, 1)")
         check_range("model.nade_hidden", self.nade_hidden, ">= 1")
+        if self.recurrent.cell not in ("lstm", self.cell):  # lstm: the section's default
+            raise SeqlabError(f"model.recurrent.cell={self.recurrent.cell} disagrees with "
+                              f"model.cell={self.cell}; set model.cell")
+        self.recurrent = replace(self.recurrent, cell=self.cell)  # stored as it is built
         if self.recurrent.bidirectional:
             raise SeqlabError("model.recurrent.bidirectional: a music model predicts the next "
                               "step and must not read it; valid: false")

@@ -204,7 +204,6 @@ def frame_nll(model: Any, rolls: Sequence[Roll], score_first: bool = False,
 
 # --- the task ---------------------------------------------------------------------------------
 MusicData = Splits[list[Roll]]
-_STACK = {"hidden": 200, "layers": 1}
 
 
 class PolyphonicMusic:
@@ -212,14 +211,13 @@ class PolyphonicMusic:
 
     name: ClassVar[str] = "music"
     DataConfig: ClassVar[type] = MusicDataConfig
-    models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {
-        "music-lstm": ("music", {"recurrent": {**_STACK, "cell": "lstm"}}),
-        "music-gru": ("music", {"recurrent": {**_STACK, "cell": "gru"}}),
-        "music-rnn": ("music", {"recurrent": {**_STACK, "cell": "rnn"}}),
+    models: ClassVar[dict[str, tuple[str, dict[str, Any]]]] = {  # an LSTM of 200 by default
+        "music-lstm": ("music", {"cell": "lstm"}),
+        "music-gru": ("music", {"cell": "gru"}),
+        "music-rnn": ("music", {"cell": "rnn"}),
         "music-tcn": ("music", {"stack": "conv"}),  # Bai et al.: k=5, 4 levels, 150 channels
-        "music-nade": ("music", {"recurrent": {**_STACK, "cell": "lstm"}, "output": "nade"}),
-        "music-made": ("music", {"recurrent": {**_STACK, "cell": "lstm"}, "output": "made",
-                                 "nade_hidden": 300}),
+        "music-nade": ("music", {"output": "nade"}),  # LSTM + NADE over the keys
+        "music-made": ("music", {"output": "made", "nade_hidden": 300}),  # LSTM + MADE
     }
     metric: ClassVar[str] = "nll_per_step"
     metrics: ClassVar[tuple[str, ...]] = ("nll_per_step",)

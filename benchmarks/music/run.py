@@ -1,0 +1,129 @@
+"""Polyphonic music: NLL per step on the test split, against the TCN paper's table.
+
+    .venv/bin/python -m benchmarks.music.run --dataset jsb          # writes results_jsb.json
+    .venv/bin/python -m benchmarks.music.run --dataset nottingham
+    .venv/bin/python -m benchmarks.music.run --report               # results.json + table
+
+Every model trains through the generic pipeline (`seqlab.experiment.train`) with one thread, a
+step budget (a wall-clock cap only as a safety net on a shared machine), validation every
+`eval_interval` steps, and the best validation checkpoint scored on the test split: early
+stopping by checkpoint selection. CPU seconds are this process's user + system time per run.
+The metric is `seqlab.tasks.music`'s: the TCN code's frame-weighted NLL per step, in nats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import SHARED_DATA, machine
+from seqlab.experiment import resolve, train
+from seqlab.io import write_json
+
+HERE = Path(__file__).parent
+FILES = {"jsb": "jsb_chorales/jsb_chorales.json", "nottingham": "nottingham/nottingham.json"}
+# Bai, Kolter & Koltun 2018, table 1 (and Boulanger-Lewandowski et al. 2012 for RNN-NADE).
+PUBLISHED = {
+    "jsb": {"music-lstm": 8.45, "music-gru": 8.43, "music-rnn": 8.91, "music-tcn": 8.10,
+            "RNN-NADE": 5.56},
+    "nottingham": {"music-lstm": 3.29, "music-gru": 3.46, "music-rnn": 4.05, "music-tcn": 3.07,
+                   "RNN-NADE": 2.31},
+}
+COMMON = {"threads": 1, "batch_size": 8, "eval_interval": 100, "progress": False,
+          "precision": "fp32", "seed": 1}
+# model -> (train overrides, model overrides) per dataset; the budgets are steps.
+PLANS: dict[str, dict[str, tuple[dict[str, Any], dict[str, Any]]]] = {
+    "jsb": {
+        "music-lstm": ({"max_steps": 1200, "lr": 5e-3}, {}),
+        "music-gru": ({"max_steps": 1200, "lr": 5e-3}, {}),
+        "music-tcn": ({"max_steps": 1500, "lr": 2e-3}, {}),
+        "music-made": ({"max_steps": 1200, "lr": 5e-3}, {}),
+        "music-rnn": ({"max_steps": 1200, "lr": 2e-3}, {}),
+        "music-nade": ({"max_steps": 600, "lr": 5e-3, "eval_interval": 200},
+                       {"nade_hidden": 64}),
+    },
+    "nottingham": {  # 1,024-frame batches (windows of train.seq_len = 128 frames)
+        "music-lstm": ({"max_steps": 2000, "lr": 5e-3, "eval_interval": 200}, {}),
+        "music-gru": ({"max_steps": 2000, "lr": 5e-3, "eval_interval": 200}, {}),
+        "music-tcn": ({"max_steps": 1000, "lr": 2e-3, "eval_interval": 200}, {}),
+        "music-made": ({"max_steps": 2000, "lr": 5e-3, "eval_interval": 200}, {}),
+        "music-rnn": ({"max_steps": 2000, "lr": 2e-3, "eval_interval": 200}, {}),
+    },
+}
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_one(dataset: str, model: str, work: Path, cap_minutes: float) -> dict[str, Any]:
+    train_over, model_over = PLANS[dataset][model]
+    raw = {"model": {"name": model, **model_over},
+           "data": {"path": str(SHARED_DATA / "music" / FILES[dataset])},
+           "train": {**COMMON, **train_over, "max_minutes": cap_minutes}}
+    exp = resolve(raw)
+    t0 = cpu_seconds()
+    best, _, scores = train(exp, work / model)
+    by_split = {s.split: s.as_dict() for s in scores}
+    metrics = [json.loads(line) for line in (work / model / "metrics.jsonl").read_text()
+               .splitlines() if line]
+    steps = max((r.get("step", 0) for r in metrics), default=0)
+    return {"model": model, "dataset": dataset, "test_nll_per_step": by_split["test"][
+        "nll_per_step"], "valid_nll_per_step": by_split["valid"]["nll_per_step"],
+        "published": PUBLISHED[dataset].get(model), "steps": steps,
+        "max_steps": exp.train.max_steps, "cpu_seconds": round(cpu_seconds() - t0, 1),
+        "parameters": best.num_parameters(), "train": train_over, "model_overrides": model_over}
+
+
+def bench(dataset: str, models: list[str], cap_minutes: float) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            row = run_one(dataset, model, Path(tmp), cap_minutes)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    write_json(HERE / f"results_{dataset}.json", {"machine": machine(), "common": COMMON,
+                                                  "cap_minutes": cap_minutes, "rows": rows})
+
+
+def report() -> str:
+    """Merge the per-dataset results into results.json and return the markdown table."""
+    parts = {d: json.loads((HERE / f"results_{d}.json").read_text()) for d in FILES
+             if (HERE / f"results_{d}.json").exists()}
+    write_json(HERE / "results.json", parts)
+    lines = ["| data | model | test NLL/step | published | valid | steps | CPU s | params |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for d, part in parts.items():
+        for r in part["rows"]:
+            pub = r["published"] if r["published"] is not None else (
+                f"({PUBLISHED[d]['RNN-NADE']} RNN-NADE)")
+            lines.append(f"| {d} | {r['model']} | {r['test_nll_per_step']:.3f} | {pub} | "
+                         f"{r['valid_nll_per_step']:.3f} | {r['steps']} | {r['cpu_seconds']:.0f}"
+                         f" | {r['parameters']:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=list(FILES))
+    p.add_argument("--models", help="comma-separated subset (default: all of the plan)")
+    p.add_argument("--cap-minutes", type=float, default=12.0, help="wall-clock cap per run")
+    p.add_argument("--report", action="store_true")
+    a = p.parse_args()
+    if a.report:
+        print(report())
+        return
+    if a.dataset is None:
+        sys.exit("give --dataset or --report")
+    models = a.models.split(",") if a.models else list(PLANS[a.dataset])
+    bench(a.dataset, models, a.cap_minutes)
+
+
+if __name__ == "__main__":
+    main()
