@@ -104,7 +104,7 @@ def _tagger() -> tuple[Any, Callable[[Any], np.ndarray]]:
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
     "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
-    "treenet": _treenet, "tagger": _tagger}
+    "treenet": _treenet, "tagger": _tagger, "music": _music}
 
 
 def test_every_registered_model_and_family_has_a_case() -> None:

@@ -109,6 +109,9 @@ def test_kalman_run_through_the_cli(tmp_path: Path, capsys) -> None:
 
 
 TASK_ARGS = {  # model, a good data file's contents, extra overrides
+    "music": ("music-lstm", json.dumps({"train": [[[60, 64], [62], []]] * 8,
+                                        "valid": [[[60], [64]]]}),
+              ["train.max_steps=2", "train.batch_size=4", "model.recurrent.hidden=8"]),
     "lm": ("ngram", "the cat sat on the mat.\n" * 40, ["model.order=2"]),
     "seq2seq": ("seq2seq", "a b\tb a\nc d e\te d c\n" * 30,
                 ["train.max_steps=2", "model.hidden=8", "model.emb_dim=4"]),
