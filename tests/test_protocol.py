@@ -101,6 +101,16 @@ def _tagger() -> tuple[Any, Callable[[Any], np.ndarray]]:
                                             m.marginals(batch).numpy()], -1)
 
 
+def _music() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.tasks.music import KEYS, make_batch
+
+    torch.manual_seed(0)
+    model = models.build("music-nade", None, {"recurrent": {"hidden": 6, "layers": 1},
+                                              "nade_hidden": 5})
+    roll = (np.random.default_rng(0).random((7, KEYS)) < 0.1).astype(np.uint8)
+    return model, lambda m: m.frame_log_prob(make_batch([roll])).numpy()
+
+
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
     "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
