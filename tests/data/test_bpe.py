@@ -41,7 +41,7 @@ TEXT = st.lists(st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), m
                           st.sampled_from(SPECIALS)), max_size=12).map("".join)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(TEXT)
 def test_round_trip_is_lossless_on_any_text(text: str) -> None:
     v = bpe()
@@ -54,13 +54,15 @@ def test_round_trip_is_lossless_on_any_text(text: str) -> None:
     assert v.unk_id is None
 
 
-@settings(max_examples=40, deadline=None)
-@given(TEXT, st.integers(1, 9))
-def test_file_encoding_does_not_depend_on_chunks(text: str, chunk: int) -> None:
-    """A file read in `chunk`-byte blocks encodes to the ids of the whole string."""
+@settings(max_examples=30, deadline=None)
+@given(TEXT, st.integers(1, 9), st.integers(1, 12))
+def test_file_encoding_does_not_depend_on_chunks(text: str, chunk: int, long_line: int) -> None:
+    """A file read in `chunk`-byte blocks encodes to the ids of the whole string, also when
+    lines longer than `long_line` characters are cut in pieces."""
     v = bpe()
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         mp.setattr(vocab_module, "CHUNK_BYTES", chunk)
+        mp.setattr(vocab_module, "LONG_LINE", long_line)
         path = Path(tmp, "t.txt")
         path.write_bytes(text.encode("utf-8"))
         streamed = [v.encode_units(c) for c in iter_units(path, "bpe")]
@@ -101,6 +103,24 @@ def test_tokenizer_learns_from_the_training_split_only(tmp_path: Path) -> None:
     # Cached ids and manifest: a second prepare reads the same splits without encoding again.
     again = prepare(cfg, tmp_path / "bpe", vocab=Vocab.from_json(v.to_json()))
     assert all(np.array_equal(again.split(s), corpus.split(s)) for s in ("train", "valid"))
+
+
+def test_prepared_splits_do_not_depend_on_chunks(tmp_path: Path) -> None:
+    """Read in 64-byte blocks, the corpus (splits cut inside chunks and lines) encodes to the
+    same ids as read whole: the streamed path of a large corpus."""
+    rng = np.random.default_rng(1)
+    words = ["über", "the", "cat", "東京", "😀", "sat"]
+    path = tmp_path / "c.txt"
+    path.write_text("".join(" ".join(rng.choice(words, size=rng.integers(1, 30))) + "\n"
+                            for _ in range(200)), encoding="utf-8")
+    cfg = DataConfig(path=str(path), level="bpe", bpe_vocab=280)
+    whole = prepare(cfg, tmp_path / "whole")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vocab_module, "CHUNK_BYTES", 64)
+        chunked = prepare(cfg, tmp_path / "chunked")
+    assert chunked.vocab == whole.vocab
+    for split in ("train", "valid", "test"):
+        assert np.array_equal(chunked.split(split), whole.split(split))
 
 
 class Uniform:

@@ -43,6 +43,7 @@ LEVELS: tuple[str, ...] = ("char", "byte", "word", "bpe")
 UNK, EOS = "<unk>", "<eos>"
 CHUNK_BYTES = 1 << 20  # files are read in 1 MiB pieces, so no corpus has to fit in memory
 NEWLINE = 10  # "\n" as a code point and as a byte: what ends a document at char and byte level
+LONG_LINE = 1 << 20  # bpe level: longer lines are encoded in pieces of this many characters
 BPE_VOCAB = 2000  # the default size of a bpe vocabulary: 256 bytes and 1744 merges
 
 
@@ -392,19 +393,26 @@ def _iter_lines(path: Path, *, document: bool = False) -> Iterator[list[str]]:
                 yield lines
         carry += _decode(decoder, b"", path, offset, True, "bpe")
         if carry:
-            yield [carry + "\n" if document else carry]
+            yield _cut_line(carry + "\n", LONG_LINE) if document else [carry]
 
 
 def _split_text_lines(text: str) -> tuple[list[str], str]:
     """The finished lines of `text`, each ending with ``"\\n"``, and the unfinished rest. Only
     ``"\\n"`` ends a line ("\\r\\n" keeps its "\\r"), so the lines do not depend on where a
-    text was cut in blocks; a line longer than CHUNK_BYTES is cut in pieces of that length."""
-    *lines, rest = text.split("\n")
-    lines = [line + "\n" for line in lines]
-    while len(rest) > CHUNK_BYTES:
-        lines.append(rest[:CHUNK_BYTES])
-        rest = rest[CHUNK_BYTES:]
+    text was cut in blocks. A line longer than LONG_LINE characters is cut in pieces of that
+    length, counted from its start, so that even a file without line breaks streams; the rest
+    keeps at most LONG_LINE characters of its line."""
+    *finished, rest = text.split("\n")
+    n = LONG_LINE
+    lines = [p for line in finished for p in _cut_line(line + "\n", n)]
+    if len(rest) > n:
+        *full, rest = _cut_line(rest, n)
+        lines += full
     return lines, rest
+
+
+def _cut_line(line: str, n: int) -> list[str]:
+    return [line[i : i + n] for i in range(0, len(line), n)]
 
 
 def _split_lines(text: str, final: bool = False) -> tuple[list[str], str]:
