@@ -177,7 +177,8 @@ def predicted_tags(run: str, words: list[list[str]], tmp: Path) -> list[list[str
 
 def conll(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     train, test = CONLL / "train.txt", CONLL / "test.txt"
-    n_train = math.floor(len(read_columns(train)[0]) * 0.95)  # the task holds out 5% as dev
+    n_all = len(read_columns(train)[0])
+    n_train = n_all - int(n_all * 0.05)  # the task holds out the last 5% as dev
     steps = steps_for(args.epochs, n_train, args.batch_size)
     common = [*_common(args, steps, n_train), "data.test_fraction=0"]
     jobs = [Job(name, name, str(train), str(test), overrides=common)
@@ -232,21 +233,23 @@ COLUMNS = [("name", "model", ""), ("span_f1", "test span F1", ".2%"),
 
 def table(results: dict[str, Any]) -> str:
     parts = []
-    for key, title in (("conll2000", "CoNLL-2000 chunking"), ("ud_ewt", "UD English EWT UPOS")):
-        if key in results:
-            cols = COLUMNS if key == "conll2000" else [
-                c for c in COLUMNS if c[0] in ("name", "token_accuracy", "steps",
-                                               "best_valid_step", "train_wall_s", "train_cpu_s")]
-            parts.append(f"{title}\n\n" + markdown_table(results[key]["runs"], cols))
+    for key in sorted(k for k in results if k.startswith(("conll2000", "ud_ewt"))):
+        budget = results[key]["budget"]
+        title = ("CoNLL-2000 chunking" if key.startswith("conll2000") else "UD English EWT UPOS"
+                 ) + f", {budget['epochs']:g} epochs ({budget['max_steps']:,} steps)"
+        cols = COLUMNS if key.startswith("conll2000") else [
+            c for c in COLUMNS if c[0] in ("name", "token_accuracy", "steps", "best_valid_step",
+                                           "train_wall_s", "train_cpu_s")]
+        parts.append(f"{title}\n\n" + markdown_table(results[key]["runs"], cols))
     return "\n\n".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bench", nargs="+", choices=("conll", "ud"), default=["conll", "ud"])
-    p.add_argument("--epochs", type=float, default=12, help="CoNLL-2000 epochs (default 12)")
-    p.add_argument("--ud-epochs", type=float, default=8, help="UD EWT epochs (default 8)")
-    p.add_argument("--max-minutes", type=float, default=15, help="wall-clock cap per run")
+    p.add_argument("--epochs", type=float, default=5, help="CoNLL-2000 epochs (default 5)")
+    p.add_argument("--ud-epochs", type=float, default=3, help="UD EWT epochs (default 3)")
+    p.add_argument("--max-minutes", type=float, default=45, help="wall-clock cap per run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3, help="AdamW peak, cosine to 1e-4")
     p.add_argument("--clip", type=float, default=5.0, help="gradient norm clip")
@@ -255,20 +258,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
     p.add_argument("--set", nargs="*", default=[], help="more overrides, e.g. model.dropout=0.5")
     p.add_argument("--out", help="folder for the run folders (default: a new /tmp folder)")
+    p.add_argument("--key-suffix", default="",
+                   help="store the results as conll2000_SUFFIX (e.g. a shorter budget)")
     p.add_argument("--results", default=str(HERE / "accuracy.json"))
     args = p.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="seqlab-tag-acc-"))
     out.mkdir(parents=True, exist_ok=True)
     path = Path(args.results)
-    old = json.loads(path.read_text()) if path.exists() else {}
-    results = {k: v for k, v in old.items() if k in ("conll2000", "ud_ewt")}
-    t0 = time.monotonic()
+    new, t0 = {}, time.monotonic()
     if "conll" in args.bench:
-        results["conll2000"] = conll(args, out)
+        new["conll2000"] = conll(args, out)
     if "ud" in args.bench:
-        results["ud_ewt"] = ud(args, out)
+        new["ud_ewt"] = ud(args, out)
     print(f"total {time.monotonic() - t0:.0f} s wall")
-    write_results(path, {**results, "argv": sys.argv[1:]})
+    for part in new.values():
+        part["argv"] = sys.argv[1:]
+    old = json.loads(path.read_text()) if path.exists() else {}  # read now: another may have run
+    if args.key_suffix:
+        new = {f"{k}_{args.key_suffix}": v for k, v in new.items()}
+    results = {**{k: v for k, v in old.items() if k.startswith(("conll2000", "ud_ewt"))}, **new}
+    write_results(path, results)
     print(table(results))
     return 0
 
