@@ -2,6 +2,8 @@
 
     .venv/bin/python -m benchmarks.music.run --dataset jsb          # writes results_jsb.json
     .venv/bin/python -m benchmarks.music.run --dataset nottingham
+    .venv/bin/python -m benchmarks.music.run --dataset nottingham --models music-lstm,music-gru \
+        --max-steps 5000 --tag _long                                # results_nottingham_long.json
     .venv/bin/python -m benchmarks.music.run --report               # results.json + table
 
 Every model trains through the generic pipeline (`seqlab.experiment.train`) with one thread, a
@@ -62,8 +64,11 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run_one(dataset: str, model: str, work: Path, cap_minutes: float) -> dict[str, Any]:
+def run_one(dataset: str, model: str, work: Path, cap_minutes: float,
+            max_steps: int | None = None) -> dict[str, Any]:
     train_over, model_over = PLANS[dataset][model]
+    if max_steps is not None:
+        train_over = {**train_over, "max_steps": max_steps}
     raw = {"model": {"name": model, **model_over},
            "data": {"path": str(SHARED_DATA / "music" / FILES[dataset])},
            "train": {**COMMON, **train_over, "max_minutes": cap_minutes}}
@@ -81,26 +86,28 @@ def run_one(dataset: str, model: str, work: Path, cap_minutes: float) -> dict[st
         "parameters": best.num_parameters(), "train": train_over, "model_overrides": model_over}
 
 
-def bench(dataset: str, models: list[str], cap_minutes: float) -> None:
+def bench(dataset: str, models: list[str], cap_minutes: float, max_steps: int | None = None,
+          tag: str = "") -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            row = run_one(dataset, model, Path(tmp), cap_minutes)
+            row = run_one(dataset, model, Path(tmp), cap_minutes, max_steps)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    write_json(HERE / f"results_{dataset}.json", {"machine": machine(), "common": COMMON,
+    write_json(HERE / f"results_{dataset}{tag}.json", {"machine": machine(), "common": COMMON,
                                                   "cap_minutes": cap_minutes, "rows": rows})
 
 
 def report() -> str:
     """Merge the per-dataset results into results.json and return the markdown table."""
-    parts = {d: json.loads((HERE / f"results_{d}.json").read_text()) for d in FILES
-             if (HERE / f"results_{d}.json").exists()}
+    parts = {p.stem.removeprefix("results_"): json.loads(p.read_text())
+             for p in sorted(HERE.glob("results_*.json"))}
     write_json(HERE / "results.json", parts)
     lines = ["| data | model | test NLL/step | published | valid | steps | CPU s | params |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for d, part in parts.items():
+    for part in parts.values():
         for r in part["rows"]:
+            d = r["dataset"]
             pub = r["published"] if r["published"] is not None else (
                 f"({PUBLISHED[d]['RNN-NADE']} RNN-NADE)")
             lines.append(f"| {d} | {r['model']} | {r['test_nll_per_step']:.3f} | {pub} | "
@@ -114,6 +121,8 @@ def main() -> None:
     p.add_argument("--dataset", choices=list(FILES))
     p.add_argument("--models", help="comma-separated subset (default: all of the plan)")
     p.add_argument("--cap-minutes", type=float, default=12.0, help="wall-clock cap per run")
+    p.add_argument("--max-steps", type=int, help="override the plan's step budgets")
+    p.add_argument("--tag", default="", help="suffix of the results file (results_DATA.json)")
     p.add_argument("--report", action="store_true")
     a = p.parse_args()
     if a.report:
@@ -122,7 +131,7 @@ def main() -> None:
     if a.dataset is None:
         sys.exit("give --dataset or --report")
     models = a.models.split(",") if a.models else list(PLANS[a.dataset])
-    bench(a.dataset, models, a.cap_minutes)
+    bench(a.dataset, models, a.cap_minutes, a.max_steps, a.tag)
 
 
 if __name__ == "__main__":
