@@ -183,7 +183,8 @@ def test_fused_rows_equal_batch_1_steps_as_rows_join_and_leave(runs: dict[str, A
     for g in rows:
         _, g.state = model.prime(np.asarray(g.prompt))
         refs.append(g.state)
-    # Step all four, then only rows 3, 1 (reordered, two left), then a fresh row joins.
+    # Step all four, then only rows 3, 1 (reordered, two left), then a fresh row joins; then
+    # three rows, which run in the stepper of four with one padding row.
     for members, tokens in [([0, 1, 2, 3], [5, 6, 7, 8]), ([3, 1], [4, 4])]:
         fused.step([rows[i] for i in members], tokens)
         for i, tok in zip(members, tokens, strict=True):
@@ -194,7 +195,14 @@ def test_fused_rows_equal_batch_1_steps_as_rows_join_and_leave(runs: dict[str, A
     ref, _ = model.step(9, new.state)
     fused.step([rows[1], new], [5, 9])
     torch.testing.assert_close(new.logits, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(rows[1].logits, model.step(5, refs[1])[0], atol=1e-5, rtol=1e-5)
+    ref1, refs[1] = model.step(5, refs[1])
+    torch.testing.assert_close(rows[1].logits, ref1, atol=1e-5, rtol=1e-5)
+    _, rows[0].state = model.prime(np.asarray(rows[0].prompt))
+    ref0, _ = model.step(3, rows[0].state)
+    fused.step([rows[0], rows[1], new], [3, 2, 1])
+    torch.testing.assert_close(rows[0].logits, ref0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rows[1].logits, model.step(2, refs[1])[0], atol=1e-5, rtol=1e-5)
+    assert sorted(fused.steppers) == [2, 4]  # power-of-two sizes only
 
 
 def test_a_model_error_ends_the_stream_with_a_500_event_and_the_server_goes_on(

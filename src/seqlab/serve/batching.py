@@ -96,11 +96,18 @@ def batched_step(model: Any, tokens: Sequence[int], states: Sequence[Any]
     return [logits[b, -1] for b in rows], [tuple(s[:, b:b + 1] for s in new) for b in rows]
 
 
+def bucket(rows: int) -> int:
+    """The stepper size for `rows` rows: the next power of two (one stepper, and one copy of
+    the derived weights, per size; the padding rows' outputs are ignored)."""
+    return 1 << (rows - 1).bit_length()
+
+
 class FusedRows:
     """Rows stepped together through `seqlab.fast_sampling`'s fused stepper, the path
-    ``seqlab sample`` takes for recurrent LMs: one stepper per batch size, whose buffers carry
-    the rows' states while the membership stays the same; when rows join or leave, the states
-    of the staying rows are read out and loaded with the new rows' primed states."""
+    ``seqlab sample`` takes for recurrent LMs. Steppers come in power-of-two sizes (each holds
+    a copy of the derived weights, so not one per batch size); the current one's buffers carry
+    the rows' states while the membership stays the same, and when rows join or leave, the
+    staying rows' states are read out and loaded with the new rows' primed states."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -110,22 +117,23 @@ class FusedRows:
     def step(self, rows: list[Generation], tokens: Sequence[int]) -> None:
         from seqlab.fast_sampling import stepper
 
-        B = len(rows)
-        st = self.steppers.get(B)
+        B, size = len(rows), bucket(len(rows))
+        st = self.steppers.get(size)
         if st is None:
-            st = self.steppers[B] = stepper(self.model, B)
+            st = self.steppers[size] = stepper(self.model, size)
         if rows != self.loaded:
-            st.load_state(self._states(rows))
+            st.load_state(self._states(rows, size))
             self.loaded = list(rows)
-        x = torch.tensor(list(tokens), dtype=torch.long, device=self.model.device)
-        logits = st.step(x).clone()  # (B, V); the stepper's buffer is overwritten next step
+        x = torch.zeros(size, dtype=torch.long, device=self.model.device)
+        x[:B] = torch.tensor(list(tokens), dtype=torch.long)
+        logits = st.step(x)[:B].clone()  # (B, V); the stepper's buffer is overwritten next
         for b, g in enumerate(rows):
             g.logits, g.state = logits[b], None  # the state lives in the stepper now
 
-    def _states(self, rows: list[Generation]) -> tuple[torch.Tensor, ...]:
-        """The stack state of `rows` (each (L, B, H)): from the stepper for rows it holds,
-        from ``prime`` for new ones."""
-        held = self.steppers[len(self.loaded)].state() if self.loaded else None
+    def _states(self, rows: list[Generation], size: int) -> tuple[torch.Tensor, ...]:
+        """The stack state of `rows` padded to `size` rows (each (L, size, H)): from the
+        stepper for rows it holds, from ``prime`` for new ones, zeros for padding."""
+        held = self.steppers[bucket(len(self.loaded))].state() if self.loaded else None
         where = {id(g): b for b, g in enumerate(self.loaded)}
         parts = []
         for g in rows:
@@ -135,6 +143,9 @@ class FusedRows:
                 parts.append(tuple(s[:, b:b + 1] for s in held))
             else:
                 parts.append(tuple(g.state))
+        pad = size - len(rows)
+        if pad:
+            parts.append(tuple(p.new_zeros(p.shape[0], pad, *p.shape[2:]) for p in parts[0]))
         return tuple(torch.cat([p[k] for p in parts], dim=1) for k in range(len(parts[0])))
 
 
