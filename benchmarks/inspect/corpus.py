@@ -11,26 +11,43 @@ import argparse
 import io
 import sysconfig
 import tokenize
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def stdlib_source(max_bytes: int) -> str:
-    """Concatenated ASCII-only stdlib modules, each ending in a newline, up to max_bytes."""
+def stdlib_sources() -> Iterator[str]:
+    """ASCII-only top-level stdlib modules that tokenize, in sorted order, each ending in a
+    newline (no CR or tab, so every character is one token and one column)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    parts, total = [], 0
     for path in sorted(root.glob("*.py")):
         text = path.read_bytes()
         if not text.isascii() or b"\r" in text or b"\t" in text:
-            continue  # one character per byte, no CR/tab: columns and tokens line up simply
+            continue
         src = text.decode("ascii")
         try:
             list(tokenize.generate_tokens(io.StringIO(src).readline))
         except (tokenize.TokenError, SyntaxError):
             continue
+        yield src if src.endswith("\n") else src + "\n"
+
+
+def stdlib_source(max_bytes: int, skip_bytes: int = 0) -> str:
+    """Whole modules, concatenated, up to max_bytes; `skip_bytes` first skips the modules a
+    corpus of that size holds (so ``stdlib_source(n, skip_bytes=N)`` is held out from
+    ``stdlib_source(N)``)."""
+    parts, total, skipped, skipping = [], 0, 0, skip_bytes > 0
+    for src in stdlib_sources():
+        if skipping:
+            if skipped + len(src) <= skip_bytes:
+                skipped += len(src)
+                continue
+            skipping = False
         if total + len(src) > max_bytes:
-            break
-        parts.append(src if src.endswith("\n") else src + "\n")
-        total += len(parts[-1])
+            if parts:
+                break
+            continue  # a module larger than the budget on its own
+        parts.append(src)
+        total += len(src)
     return "".join(parts)
 
 

@@ -283,7 +283,7 @@ def stream(model: Any, prompt: np.ndarray | list[int], cfg: Any, gen: torch.Gene
         t = pick(logits, cfg, gen)
         yield t
         if i + 1 < cfg.length:
-            tok[0] = t
+            tok.fill_(t)
             logits = st.step(tok)[0]
 
 

@@ -11,7 +11,8 @@ After Karpathy, Johnson & Fei-Fei (2015, "Visualizing and Understanding Recurren
   (the block depth tokenize's INDENT/DEDENT tokens define) and position in the line; for plain
   text: inside quotes and position in the line;
 * `correlations` is every unit's Pearson correlation with every feature, and `best_units` the
-  units that track each feature best (by absolute correlation);
+  units that track each feature best (by absolute correlation), among the hidden states, the
+  LSTM cell states and the gates (``best_abs_r_states`` in the report: states only);
 * `gate_saturation` is, per gate and unit, the fraction of steps with the gate below 0.1 (left
   saturated) and above 0.9 (right saturated), plotted by `plot_saturation` as the paper's scatter.
 
@@ -209,10 +210,11 @@ def correlations(acts: np.ndarray, feats: dict[str, np.ndarray]) -> dict[str, np
 
 
 def unit_correlations(acts: dict[str, Any], feats: dict[str, np.ndarray],
-                      signals: tuple[str, ...] = ("h", "c")) -> list[dict[str, dict[str, Any]]]:
-    """Per layer, per signal (h and the LSTM's c), per feature: (H,) correlations."""
-    return [{s: correlations(layer[s], feats) for s in signals if s in layer}
-            for layer in acts["layers"]]
+                      signals: tuple[str, ...] | None = None) -> list[dict[str, dict[str, Any]]]:
+    """Per layer, per signal (h, the LSTM's c, and each gate; None: all), per feature: (H,)
+    correlations."""
+    return [{s: correlations(v, feats) for s, v in layer.items()
+             if signals is None or s in signals} for layer in acts["layers"]]
 
 
 def best_units(corr: list[dict[str, dict[str, np.ndarray]]], k: int = 5
@@ -239,12 +241,14 @@ def report(acts: dict[str, Any], kind: str, feats: dict[str, np.ndarray], k: int
            ) -> dict[str, Any]:
     """The JSON report: best units per feature, saturation per gate, and summary numbers."""
     corr = unit_correlations(acts, feats)
+    states = unit_correlations(acts, feats, ("h", "c"))
     sat = gate_saturation(acts)
     return {
         "cell": acts["cell"], "kind": kind, "tokens": len(acts["tokens"]),
         "mean_surprise_bits": float(np.mean(acts["surprise_bits"])) if acts["tokens"] else None,
         "best_units": best_units(corr, k),
         "best_abs_r": {f: abs(v[0]["r"]) for f, v in best_units(corr, 1).items()},
+        "best_abs_r_states": {f: abs(v[0]["r"]) for f, v in best_units(states, 1).items()},
         "saturation": [{g: {side: v.tolist() for side, v in d.items()} for g, d in layer.items()}
                        for layer in sat],
     }
