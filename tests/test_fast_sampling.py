@@ -70,9 +70,9 @@ def test_state_round_trip_and_row_reset() -> None:
                                rtol=0)
 
 
-@pytest.mark.parametrize("kw", [{"cell": "lstm"}, {"cell": "gru"}, {"cell": "rnn"}])
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.7, "top_k": 4},
-                                      {"top_p": 0.9}, {"greedy": True}])
+@pytest.mark.parametrize(("kw", "sampling"), [
+    ({"cell": "lstm"}, {}), ({"cell": "gru"}, {"temperature": 0.7, "top_k": 4}),
+    ({"cell": "rnn"}, {"top_p": 0.9}), ({"cell": "lstm", "layers": 3}, {"greedy": True})])
 def test_seeded_samples_equal_the_protocol_path(kw: dict, sampling: dict) -> None:
     def protocol_stream(lm, prompt, cfg, gen):  # the old sampler
         logits, state = lm.prime(prompt)
@@ -83,7 +83,7 @@ def test_seeded_samples_equal_the_protocol_path(kw: dict, sampling: dict) -> Non
                 logits, state = lm.step(tok, state)
 
     lm = _lm(**kw)
-    cfg = SampleConfig(length=60, seed=3, **sampling)
+    cfg = SampleConfig(length=40, seed=3, **sampling)
     prompt = lm.vocab.encode("abc", strict=True)
     old = list(protocol_stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
     new = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
