@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--listops-train", type=int, default=20000)
     p.add_argument("--listops-dev", type=int, default=1000)
     p.add_argument("--listops-epochs", type=float, default=2)
-    p.add_argument("--listops-baseline-epochs", type=float, default=0.5)
+    p.add_argument("--listops-baseline-epochs", type=float, default=0.25)
     p.add_argument("--listops-batch", type=int, default=32)
     p.add_argument("--listops-hidden", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak, cosine to 1e-4")
