@@ -111,10 +111,34 @@ def _music() -> tuple[Any, Callable[[Any], np.ndarray]]:
     return model, lambda m: m.frame_log_prob(make_batch([roll])).numpy()
 
 
+def _ntm() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    torch.manual_seed(0)
+    model = models.build("ntm", None, {"controller": 8, "memory_n": 8, "memory_m": 4})
+    x = torch.rand(2, 6, 10)
+    return model, lambda m: m.eval()(x).detach().numpy()
+
+
+def _im2seq() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    from seqlab.data.vocab import Vocab
+    from seqlab.models.im2seq import Im2Seq, Im2SeqConfig
+    from seqlab.seq2seq.data import SPECIALS, PairVocab, build_vocab
+    from seqlab.tasks.image2seq import _encode
+
+    torch.manual_seed(0)
+    forms = [["x", "^", "{", "2", "}"], ["a", "+", "b"]]
+    vocab = PairVocab(Vocab("word", list(SPECIALS)), build_vocab(forms, "word"))
+    model = Im2Seq(Im2SeqConfig(hidden=8, channels=8, emb_dim=4, dropout=0.0), vocab)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (model.config.height, w), dtype=np.uint8) for w in (32, 48)]
+    batch = _encode(images, forms, vocab, "tiny", 8).batch([0, 1])
+    return model, lambda m: m.eval()(batch).detach().numpy()
+
+
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
     "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
-    "treenet": _treenet, "tagger": _tagger, "music": _music}
+    "treenet": _treenet, "tagger": _tagger, "music": _music, "ntm": _ntm,
+    "im2seq": _im2seq}
 
 
 def test_every_registered_model_and_family_has_a_case() -> None:

@@ -42,7 +42,8 @@ def double(batch: Batch) -> Batch:
 
 def tiny_model(vocab: PairVocab, **over: object) -> Im2Seq:
     torch.manual_seed(0)
-    cfg = Im2SeqConfig(**{"hidden": 16, "channels": 16, "emb_dim": 8, "dropout": 0.0, **over})
+    cfg = Im2SeqConfig(**{"hidden": 16, "channels": 16, "emb_dim": 8, "dropout": 0.0,
+                           "max_tgt_len": 32, **over})
     return Im2Seq(cfg, vocab).double().eval()
 
 
@@ -135,7 +136,8 @@ def test_cli_train_eval_predict_transcribe_and_reload(tmp_path: Path, capsys) ->
     assert run("train", "--model", "im2latex", "--data", "generate", "--out", out,
                "data.n_train=24", "data.n_valid=4", "data.n_test=4", "data.max_tokens=20",
                "model.hidden=16", "model.channels=16", "model.emb_dim=8",
-               "model.decode.beam_size=2", "train.max_steps=4", "train.batch_size=8",
+               "model.decode.beam_size=2", "model.max_tgt_len=22",
+               "train.max_steps=4", "train.batch_size=8",
                "train.eval_interval=4", "train.progress=false", "train.threads=1") == 0
     assert list((out / "data").glob("formulas-*.npz"))  # the rendered images are cached
     final = [json.loads(line) for line in (out / "metrics.jsonl").open()]

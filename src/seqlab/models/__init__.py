@@ -31,6 +31,7 @@ FAMILIES: dict[str, str] = {
     "tagger": "seqlab.models.tagger:SequenceTagger",
     "treenet": "seqlab.models.treenet:TreeNet",
     "music": "seqlab.models.music:MusicModel",
+    "ntm": "seqlab.models.ntm:NTM",
     "im2seq": "seqlab.models.im2seq:Im2Seq",
 }
 

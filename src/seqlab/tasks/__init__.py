@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "tagging": "seqlab.tasks.tagging:Tagging",
     "tree": "seqlab.tasks.trees:TreeTask",
     "music": "seqlab.tasks.music:PolyphonicMusic",
+    "memory": "seqlab.tasks.memory:MemoryTask",
     "image2seq": "seqlab.tasks.image2seq:Image2Seq",
 }
 
