@@ -20,7 +20,7 @@ CHARS = Vocab("char", ["<unk>", "\n", *string.printable[:63]])
 
 def _sized_lm_models() -> list[str]:
     return [m for m, (task, _, _) in tasks.model_table().items()
-            if task == "lm" and sizing.width_key(m) is not None and m != "transformer"]
+            if task == "lm" and sizing.width_key(m) is not None]
 
 
 @pytest.mark.parametrize("target", [500_000, 2_000_000])
@@ -35,6 +35,36 @@ def test_every_lm_family_lands_within_5_percent(name: str, target: int) -> None:
     for key in ("layers", "levels", "blocks"):
         if hasattr(default, key):
             assert getattr(model.config, key) == getattr(default, key)
+
+
+@pytest.mark.parametrize("target", [500_000, 2_000_000])
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_transformer_widths_move_by_two_with_a_head_count_that_fits(positions: str,
+                                                                     target: int) -> None:
+    """The width is not tied to a multiple of the default's heads: the step is 2 (rotary) or
+    1 (learned) and the head count is re-chosen to divide the width."""
+    overrides, count = sizing.solve("transformer", CHARS, target, {"positions": positions})
+    assert abs(count - target) <= 0.05 * target
+    dim, heads = overrides["dim"], overrides["heads"]
+    assert dim % heads == 0 and (positions == "learned" or (dim // heads) % 2 == 0)
+    assert overrides["positions"] == positions
+
+
+def test_transformer_head_choice() -> None:
+    cfg = models.make_config("transformer")  # 4 heads
+    pick = lambda width: models.resolve("transformer")[0].resize(  # noqa: E731
+        {"dim": width}, width, cfg)["heads"]
+    assert pick(128) == 4  # the default fits: kept
+    assert pick(100) == 5  # 100 / 4 = 25 is odd; 5 heads of 20
+    assert pick(102) == 3  # 102 = 2 * 3 * 17: 3 heads of 34
+    assert pick(106) == 1  # 2 * 53: one head of 106
+    learned = models.make_config("transformer", {"positions": "learned"})
+    assert models.resolve("transformer")[0].resize({"dim": 100}, 100, learned)["heads"] == 4
+    # heads set by the spec: kept, and the width moves in multiples of 2 * heads
+    overrides, _ = sizing.solve("transformer", CHARS, 500_000, {"heads": 8})
+    assert overrides["heads"] == 8 and overrides["dim"] % 16 == 0
+    with pytest.raises(SeqlabError, match="even width"):
+        models.resolve("transformer")[0].resize({"dim": 7}, 7, cfg)
 
 
 def test_the_solver_keeps_other_overrides_and_refuses_to_fight_over_the_width() -> None:

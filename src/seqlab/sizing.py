@@ -71,13 +71,14 @@ def solve(name: str, vocab: Any, target: int,
     if target < 1:
         raise SeqlabError(f"--params expects a positive number of parameters, got {target}")
     cls, _ = models.resolve(name)
-    step = int(cls.width_step(models.make_config(name, overrides)))
+    config = models.make_config(name, overrides)
+    step = int(cls.width_step(config, overrides))
 
     def count(units: int) -> int:
         return trainable_parameters(models.build(name, vocab, resized(units)))
 
     def resized(units: int) -> dict[str, Any]:
-        return cls.resize(with_width(overrides, key, units * step), units * step)
+        return cls.resize(with_width(overrides, key, units * step), units * step, config)
 
     lo, hi = 1, 1
     while count(hi) < target:

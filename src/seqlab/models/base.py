@@ -38,14 +38,17 @@ class Checkpointed:
     width: ClassVar[str | None] = None
 
     @classmethod
-    def width_step(cls, config: Any) -> int:
-        """Widths are multiples of this (a rotary Transformer's heads rotate channel pairs)."""
+    def width_step(cls, config: Any, overrides: dict[str, Any]) -> int:
+        """Widths are multiples of this (a rotary Transformer's heads rotate channel pairs).
+        `config` is the spec's config before sizing, `overrides` the keys the spec sets."""
         return 1
 
     @classmethod
-    def resize(cls, overrides: dict[str, Any], width: int) -> dict[str, Any]:
+    def resize(cls, overrides: dict[str, Any], width: int, config: Any) -> dict[str, Any]:
         """Model overrides holding `width` (already set under `width`), adjusted so that the
-        config stays valid, e.g. a head count that divides the width."""
+        config stays valid, e.g. a head count that divides the width. `config` is the spec's
+        config before sizing (preset and overrides): what the family's other keys are. The
+        parameter count must not decrease as `width` grows (the solver bisects on it)."""
         return overrides
 
     def describe(self) -> dict[str, Any]:

@@ -192,9 +192,27 @@ class TransformerLM(NeuralLM):
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.layers))
 
     @classmethod
-    def width_step(cls, config: TransformerConfig) -> int:
-        """Widths split into the heads, and a rotary head into channel pairs."""
-        return config.heads * (2 if config.positions == "rotary" else 1)
+    def width_step(cls, config: TransformerConfig, overrides: dict[str, Any]) -> int:
+        """A rotary head turns channel pairs: rotary widths are even. The head count is not
+        part of the step (`resize` picks one that divides the width), unless the spec sets
+        ``heads`` itself: then widths are multiples of it."""
+        pair = 2 if config.positions == "rotary" else 1
+        return pair * (config.heads if "heads" in overrides else 1)
+
+    @classmethod
+    def resize(cls, overrides: dict[str, Any], width: int, config: TransformerConfig
+               ) -> dict[str, Any]:
+        """The head count for ``dim = width`` (unless the spec sets it): the divisor of the
+        width, leaving an even head width for rotary positions, nearest to the configured
+        heads by ratio, ties to more heads. The parameter count does not depend on it."""
+        if "heads" in overrides:
+            return overrides
+        pair = 2 if config.positions == "rotary" else 1
+        fits = [h for h in range(1, width + 1) if width % h == 0 and (width // h) % pair == 0]
+        if not fits:  # an odd rotary width; `width_step` (2) never asks for one
+            raise SeqlabError(f"model.dim={width}: rotary heads need an even width")
+        heads = min(fits, key=lambda h: (abs(math.log(h / config.heads)), -h))
+        return {**overrides, "heads": heads}
 
     def forward(self, idx: torch.Tensor, state: Cache | None = None
                 ) -> tuple[torch.Tensor, Cache | None]:
