@@ -134,11 +134,19 @@ def _im2seq() -> tuple[Any, Callable[[Any], np.ndarray]]:
     return model, lambda m: m.eval()(batch).detach().numpy()
 
 
+def _audio() -> tuple[Any, Callable[[Any], np.ndarray]]:
+    torch.manual_seed(0)
+    model = models.build("wavenet-audio", None, {"channels": 4, "emb_dim": 4, "levels": 3,
+                                                 "skip_channels": 4})
+    codes = np.random.default_rng(0).integers(0, 256, 50)
+    return model, lambda m: m.log_prob(codes)
+
+
 # Families outside the language-model task: a tiny instance and a scoring function.
 OTHERS: dict[str, Callable[[], tuple[Any, Callable[[Any], np.ndarray]]]] = {
     "seq2seq": _seq2seq, "head": _head, "kalman": _kalman, "particle": _particle,
     "treenet": _treenet, "tagger": _tagger, "music": _music, "ntm": _ntm,
-    "im2seq": _im2seq}
+    "im2seq": _im2seq, "audio": _audio}
 
 
 def test_every_registered_model_and_family_has_a_case() -> None:

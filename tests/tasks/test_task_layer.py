@@ -126,7 +126,8 @@ TASK_ARGS = {  # model, a good data file's contents, extra overrides
 }
 # Tasks whose data is a generator or a folder, not a text file: only the missing path is tried.
 NO_FILE = {"memory": ("ntm", ["train.max_steps=2", "model.controller=8"]),
-           "image2seq": ("im2latex", ["train.max_steps=2", "model.hidden=8"])}
+           "image2seq": ("im2latex", ["train.max_steps=2", "model.hidden=8"]),
+           "audio": ("wavenet-audio", ["train.max_steps=2", "model.levels=3"])}
 
 
 @pytest.mark.parametrize("task", sorted(tasks.TASKS))

@@ -33,6 +33,7 @@ FAMILIES: dict[str, str] = {
     "music": "seqlab.models.music:MusicModel",
     "ntm": "seqlab.models.ntm:NTM",
     "im2seq": "seqlab.models.im2seq:Im2Seq",
+    "audio": "seqlab.models.audio:WaveNetAudio",
 }
 
 

@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "music": "seqlab.tasks.music:PolyphonicMusic",
     "memory": "seqlab.tasks.memory:MemoryTask",
     "image2seq": "seqlab.tasks.image2seq:Image2Seq",
+    "audio": "seqlab.tasks.audio:RawAudio",
 }
 
 
