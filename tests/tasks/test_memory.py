@@ -121,6 +121,19 @@ def test_a_batch_scores_each_row_as_alone() -> None:
     torch.testing.assert_close(together, alone)
 
 
+def test_the_sequence_forward_equals_stepping() -> None:
+    """`forward` runs the output layer once after the loop; `step` runs it at every step."""
+    torch.manual_seed(0)
+    model = models.build("ntm", None, {"controller": 8, "memory_n": 8, "memory_m": 4})
+    x = torch.rand(2, 6, 10)
+    with torch.no_grad():
+        state, stepped = model.start(2), []
+        for t in range(6):
+            y, state = model.step(x[:, t], state)
+            stepped.append(y)
+        torch.testing.assert_close(model(x), torch.stack(stepped, 1))
+
+
 def test_baseline_has_about_the_ntm_parameter_count() -> None:
     ntm, lstm = (models.build(n, None).num_parameters() for n in ("ntm", "memory-lstm"))
     assert abs(ntm - lstm) / ntm < 0.05
@@ -139,6 +152,17 @@ def test_generators_are_seeded() -> None:
     b1.next()
     b2.load_state_dict(b1.state_dict())
     assert all(torch.equal(p, q) for p, q in zip(b1.next()[0], b2.next()[0], strict=True))
+
+
+def test_training_batches_share_one_length_unless_asked_not_to() -> None:
+    def lengths(same: bool) -> list[list[int]]:
+        b = MemoryBatcher(MemoryConfig(same_length=same, curriculum=10), 16)
+        return [(b.next()[0][2].sum((1, 2)) / BITS).int().tolist() for _ in range(12)]
+
+    same, mixed = lengths(True), lengths(False)
+    assert all(len(set(batch)) == 1 for batch in same)  # mask bits / BITS = the length
+    assert any(len(set(batch)) > 1 for batch in mixed)
+    assert max(same[0]) <= 2 and max(max(batch) for batch in same) <= 20  # the curriculum holds
 
 
 def test_copy_layout() -> None:

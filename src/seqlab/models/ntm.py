@@ -18,6 +18,13 @@ Turing Machines"): the memory starts as a small constant (1e-6), so the first co
 are uniform; both weightings start on slot 0, so shifts have a place to start from; the first
 read vector is learned. With ``memory_n = 0`` the model is the controller alone, a plain LSTM
 over the whole sequence: the baseline (``memory-lstm``) with the same interface.
+
+Speed: with a batch of 32 every operation of a step is tiny, so a step costs what ~70 operator
+calls forward and as many backward cost in Python and the autograd engine, not arithmetic. The
+output layer therefore runs once over the whole sequence, after the loop, and ``compile=True``
+hands the step to ``torch.compile``, which fuses its element-wise work into a few C++ kernels
+(0.52 -> 0.15 s for a batch of 32 sequences of 21 steps, forward and backward, on a loaded
+2-core EPYC; the compile itself took 2.6 minutes there).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ class NTMConfig:
     memory_n: int = 128  # N: memory slots; 0: no memory (a plain LSTM, the baseline)
     memory_m: int = 20  # M: width of one slot
     shifts: int = 1  # allowed shifts -shifts..shifts (1: the paper's 3-way shift)
+    compile: bool = False  # training steps through torch.compile: ~3x faster on one CPU thread
+    # once compiled (the first batch takes 1-3 minutes); evaluation always runs eagerly
 
     def __post_init__(self) -> None:
         if min(self.inputs, self.outputs, self.controller, self.layers, self.memory_m) < 1:
@@ -158,13 +167,20 @@ class NTM(TorchModel):
     def start(self, batch_size: int) -> NTMState:
         """The state before the first step: fresh memory, both heads on slot 0."""
         cfg, ref = self.cfg, self.read0
-        zeros = ref.new_zeros(cfg.layers, batch_size, cfg.controller)
-        w0 = self.w0.to(ref.dtype).expand(batch_size, 2, -1)  # (B, 2, N)
-        return NTMState(zeros, zeros, self.memory0.to(ref.dtype).expand(batch_size, -1, -1),
-                        w0, self.read0.expand(batch_size, -1))
+        # distinct contiguous tensors, laid out as every later step's: a compiled step then
+        # serves the first step too, instead of compiling again for broadcast views
+        h0, c0 = (ref.new_zeros(cfg.layers, batch_size, cfg.controller) for _ in range(2))
+        w0 = self.w0.to(ref.dtype).expand(batch_size, 2, -1).contiguous()  # (B, 2, N)
+        memory = self.memory0.to(ref.dtype).expand(batch_size, -1, -1).contiguous()  # (B, N, M)
+        return NTMState(h0, c0, memory, w0, self.read0.expand(batch_size, -1).contiguous())
 
     def step(self, x: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
         """One time step: x (B, inputs) -> logits (B, outputs) and the next state."""
+        state = self._recur(x, state)
+        return self.out(torch.cat([state.h[-1], state.read], -1)), state
+
+    def _recur(self, x: torch.Tensor, state: NTMState) -> NTMState:
+        """The state update of `step`, without the output layer."""
         inp, hs, cs = torch.cat([x, state.read], -1), [], []  # (B, inputs + M)
         for i, cell in enumerate(self.cells):
             h, c = cell(inp, (state.h[i], state.c[i]))  # (B, H) each
@@ -177,23 +193,29 @@ class NTM(TorchModel):
         read = torch.bmm(w[:, :1], memory)[:, 0]  # (B, M), read before this step's write
         w_w = w[:, 1, :, None]  # (B, N, 1)
         memory = memory * (1 - w_w * erase[:, None, :]) + w_w * add[:, None, :]  # (B, N, M)
-        logits = self.out(torch.cat([inp, read], -1))  # (B, outputs)
-        return logits, NTMState(torch.stack(hs), torch.stack(cs), memory, w, read)
+        return NTMState(torch.stack(hs), torch.stack(cs), memory, w, read)
 
     def trace(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, T, inputs) -> logits (B, T, outputs), read and write weightings (B, T, N)."""
         if not self.cfg.memory_n:
             raise SeqlabError("this model has no memory (model.memory_n=0): nothing to draw")
-        state, logits, reads, writes = self.start(x.shape[0]), [], [], []
+        recur = self._recur
+        if self.cfg.compile and torch.is_grad_enabled():
+            if "_compiled" not in self.__dict__:  # one compiled function per model, built lazily
+                self.__dict__["_compiled"] = torch.compile(self._recur, dynamic=False)
+            recur = self.__dict__["_compiled"]
+        state, hidden, reads, writes = self.start(x.shape[0]), [], [], []
         # Addressing in bf16 (the trainer's autocast on some CPUs) loses the sharp weightings
         # that the memory depends on: the recurrence always runs in the weights' precision.
         with torch.autocast(x.device.type, enabled=False):
+            x = x.to(self.read0.dtype)
             for t in range(x.shape[1]):
-                y, state = self.step(x[:, t].to(self.read0.dtype), state)
-                logits.append(y)
+                state = recur(x[:, t], state)
+                hidden.append(torch.cat([state.h[-1], state.read], -1))  # (B, H + M)
                 reads.append(state.weights[:, 0])
                 writes.append(state.weights[:, 1])
-        return torch.stack(logits, 1), torch.stack(reads, 1), torch.stack(writes, 1)
+            logits = self.out(torch.stack(hidden, 1))  # (B, T, outputs): one call for all steps
+        return logits, torch.stack(reads, 1), torch.stack(writes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, inputs) -> logits (B, T, outputs); each output sees only inputs up to t."""

@@ -22,7 +22,8 @@ copy and recall the 8 data bits, for repeat copy those and the end marker.
 (recall); the paper's training ranges are the defaults (1-20, 1-10 with 1-10 repeats, 2-6
 items). Training batches are drawn fresh at each step from ``(data.seed, step)``, so every run
 sees new sequences and a resumed run the same ones; ``data.curriculum`` grows the longest length
-from ``min_len`` to ``max_len`` over that many batches.
+from ``min_len`` to ``max_len`` over that many batches. With ``data.same_length`` (the default)
+the sequences of one training batch share a length, drawn per batch, so no step is padding.
 
 Scores per sequence, as the paper plots them: ``bits_per_sequence``, the binary cross-entropy
 summed over a sequence's output bits in bits (the paper's "cost per sequence"), and
@@ -71,6 +72,8 @@ class MemoryConfig:
     max_repeats: int = 10
     item_len: int = 3  # recall: vectors per item
     curriculum: int = 0  # training batches over which max_len grows from min_len; 0: none
+    same_length: bool = True  # every sequence of a training batch has one length (drawn per
+    # batch): no padded steps, so a batch costs ~half the steps of one with mixed lengths
     valid_sequences: int = 256  # generated validation sequences
     test_sequences: int = 1000  # generated test sequences
     seed: int = 0  # valid and test sets, and the training stream
@@ -150,10 +153,13 @@ def recall_example(items: np.ndarray, query: int) -> Example:
     return ex
 
 
-def draw(rng: np.random.Generator, cfg: MemoryConfig, max_len: int | None = None) -> Example:
-    """One random example of ``cfg.task`` with a length in [min_len, max_len]."""
+def draw(rng: np.random.Generator, cfg: MemoryConfig, max_len: int | None = None,
+         length: int | None = None) -> Example:
+    """One random example of ``cfg.task`` with a length in [min_len, max_len] (or `length`)."""
     lo, hi = cfg.lengths
-    L = int(rng.integers(lo, (hi if max_len is None else max_len) + 1))
+    if length is None:
+        length = int(rng.integers(lo, (hi if max_len is None else max_len) + 1))
+    L = length
     if cfg.task == "copy":
         return copy_example(rng.integers(0, 2, (L, BITS)).astype(np.float32))
     if cfg.task == "repeat":
@@ -195,7 +201,9 @@ class MemoryBatcher:
 
     def next(self) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], bool]:
         rng = np.random.default_rng([self.cfg.seed, 0, self.index])
-        batch = pad([draw(rng, self.cfg, self.longest()) for _ in range(self.batch_size)])
+        lo, hi = self.cfg.lengths[0], self.longest()
+        length = int(rng.integers(lo, hi + 1)) if self.cfg.same_length else None
+        batch = pad([draw(rng, self.cfg, hi, length) for _ in range(self.batch_size)])
         self.index += 1
         return batch, True
 
