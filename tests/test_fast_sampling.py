@@ -12,6 +12,8 @@ from tests.conftest import char_vocab
 from seqlab.fast_sampling import (
     ModuleStepper,
     RecurrentStepper,
+    pick_rows,
+    plain,
     sample_batch,
     stepper,
     stream,
@@ -129,3 +131,23 @@ def test_training_changes_rebuild_the_stepper_weights() -> None:
     assert stepper(lm, 1).version != before
     np.testing.assert_allclose(stepper(lm, 1).step(torch.tensor([1]))[0].numpy(),
                                lm(torch.tensor([[1]]))[0][0, 0].detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.3])
+def test_pick_rows_equals_pick_row_by_row(temperature: float) -> None:
+    # Sharp, flat and mixed rows, drawn many times: every token equals `pick`'s with a copy of
+    # the row's generator, and both generators end in the same state.
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(6, 65) * s for s in (0.1, 1.0, 5.0)])  # (18, 65)
+    temps = [temperature if b % 2 else 1.0 for b in range(len(logits))]
+    gens = [torch.Generator().manual_seed(100 + b) for b in range(len(logits))]
+    ref = [torch.Generator().manual_seed(100 + b) for b in range(len(logits))]
+    for _ in range(30):
+        got = pick_rows(logits, temps, gens)
+        want = [pick(logits[b], SampleConfig(temperature=temps[b]), ref[b])
+                for b in range(len(logits))]
+        assert got == want
+    assert all(torch.equal(g.get_state(), r.get_state()) for g, r in zip(gens, ref, strict=True))
+    assert len({tuple(pick_rows(logits, temps, gens)) for _ in range(3)}) > 1  # random draws
+    assert plain(SampleConfig(temperature=0.5)) and not plain(SampleConfig(top_k=3))
+    assert not plain(SampleConfig(greedy=True)) and not plain(SampleConfig(temperature=0))

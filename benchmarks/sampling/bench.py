@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import check_quiet, markdown_table, write_results
 from seqlab.data.vocab import Vocab
-from seqlab.fast_sampling import sample_batch, stepper
+from seqlab.fast_sampling import stepper
 from seqlab.models.conv import ConvLM
 from seqlab.models.recurrent import RecurrentConfig, RecurrentLM
 from seqlab.nn.cells import STEPS
@@ -76,35 +76,56 @@ def run_protocol(lm: Any, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_fused(lm: Any, n: int) -> float:
+def run_fused(lm: Any, n: int, batch: int = 1) -> float:
     """nn.LSTM/GRU/RNN on one column per token with oneDNN as the build has it."""
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        state = lm.initial_state(1)
-        logits, state = lm(torch.tensor([[VOCAB.eos_id]]), state)
+        state = lm.initial_state(batch)
+        logits, state = lm(torch.full((batch, 1), VOCAB.eos_id), state)  # (B, 1, V)
         t0 = time.perf_counter()
         for _ in range(n):
-            logits, state = lm(torch.tensor([[draw(logits[0, -1], gen)]]), state)
+            tok = draw_rows(logits[:, -1], gen)  # (B,)
+            logits, state = lm(tok[:, None], state)
     return time.perf_counter() - t0
 
 
-def run_hand(lm: Any, n: int) -> float:
+def run_hand(lm: Any, n: int, batch: int = 1) -> float:
     """The plain hand-written loop over the reference cells."""
     gen = torch.Generator().manual_seed(0)
     c = lm.config
     ws = [layer.weights(0) for layer in lm.stack.layers]
     step = STEPS[c.cell]
     with torch.inference_mode():
-        state = [tuple(s[i] for s in lm.initial_state(1)) for i in range(c.layers)]
-        tok = VOCAB.eos_id
+        state = [tuple(s[i] for s in lm.initial_state(batch)) for i in range(c.layers)]
+        tok = torch.full((batch,), VOCAB.eos_id)
         t0 = time.perf_counter()
         for _ in range(n):
-            x = lm.embed(torch.tensor([tok]))  # (1, E)
+            x = lm.embed(tok)  # (B, E)
             for i, w in enumerate(ws):
                 state[i], _ = step(F.linear(x, w.w_ih, w.b_ih), state[i], w)
                 x = state[i][0]
-            tok = draw(lm.head(x)[0], gen)
+            tok = draw_rows(lm.head(x), gen)
     return time.perf_counter() - t0
+
+
+def run_fast_batch(lm: Any, n: int, batch: int) -> float:
+    """The fused stepper on a (B,) batch (`sample_batch`'s loop; the stepper is built before
+    the clock starts, as the server keeps its steppers)."""
+    gen = torch.Generator().manual_seed(0)
+    st = stepper(lm, batch)
+    tok = torch.full((batch,), VOCAB.eos_id)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tok = draw_rows(st.step(tok), gen)
+    return time.perf_counter() - t0
+
+
+def draw_rows(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One token per row of (B, V) logits; at batch 1 one ``int()`` sync, as a sampler does."""
+    tok = torch.multinomial(logits.float().softmax(-1), 1, generator=gen)[:, 0]
+    if len(tok) == 1:
+        return torch.tensor([int(tok)])
+    return tok
 
 
 METHODS: dict[str, Callable[[Any, int], float]] = {
@@ -166,25 +187,45 @@ def batch1(cells: list[str], hidden: int, n: int, repeats: int) -> list[dict[str
     return rows
 
 
+def flops_per_token(lm: Any) -> float:
+    """Multiply-adds x 2 of one step of one sequence: every recurrent matrix and the head."""
+    return 2.0 * sum(p.numel() for n, p in lm.named_parameters()
+                     if p.dim() == 2 and not n.startswith("embed"))
+
+
 def batched(cells: list[str], hidden: int, n: int, batches: list[int], repeats: int
             ) -> list[dict[str, Any]]:
-    """Per-sequence chars/s of `sample_batch` at each batch size, and the fused module's."""
+    """Per-sequence chars/s at each batch size: `sample_batch` (fast) against the fused module
+    and the hand loop on the same (B, .) batch, interleaved; total GFLOP/s of the fast path."""
     rows = []
     for cell in cells:
         lm = build(cell, hidden)
+        methods: dict[str, Callable[[Any, int, int], float]] = {"fast": run_fast_batch}
+        if cell != "wavenet":
+            methods = {"nn_step": run_fused, "hand_loop": run_hand, "fast": run_fast_batch}
         for B in batches:
-            prompts = [[2 + (b % 60)] for b in range(B)]
-            sample_batch(lm, prompts, 10)
-            ts = []
+            for f in methods.values():
+                f(lm, 5, B)
+            times: dict[str, list[float]] = {k: [] for k in methods}
             for _ in range(repeats):
-                t0 = time.perf_counter()
-                sample_batch(lm, prompts, n)
-                ts.append(time.perf_counter() - t0)
-            per_seq = n / statistics.median(ts)
-            rows.append({"model": cell if cell == "wavenet" else f"{cell} 2x{hidden}",
-                         "batch": B, "per_sequence_chars_per_s": per_seq,
-                         "total_chars_per_s": per_seq * B})
-            print(rows[-1], flush=True)
+                for k, f in methods.items():
+                    times[k].append(f(lm, n, B))
+            row: dict[str, Any] = {"model": cell if cell == "wavenet" else f"{cell} 2x{hidden}",
+                                   "batch": B}
+            for k, ts in times.items():
+                row[f"{k}_per_seq"] = n / statistics.median(ts)
+            row["total_chars_per_s"] = row["fast_per_seq"] * B
+            for k in methods:
+                if k != "fast":
+                    row[f"fast_over_{k}"] = row["fast_per_seq"] / row[f"{k}_per_seq"]
+            if cell != "wavenet":
+                row["gflops"] = row["total_chars_per_s"] * flops_per_token(lm) / 1e9
+            rows.append(row)
+            print(row, flush=True)
+        first = next(r for r in rows if r["model"] == rows[-1]["model"])
+        for r in rows:
+            if r["model"] == first["model"]:
+                r["per_seq_vs_batch1"] = r["fast_per_seq"] / first["fast_per_seq"]
     return rows
 
 
@@ -213,8 +254,10 @@ def main() -> None:
         ("bound_chars_per_s", "bound", ",.0f"), ("share_of_bound", "share", ".2f")]))
     print(markdown_table(rowsb, [
         ("model", "model", ""), ("batch", "batch", "d"),
-        ("per_sequence_chars_per_s", "chars/s per sequence", ",.0f"),
-        ("total_chars_per_s", "chars/s total", ",.0f")]))
+        ("nn_step_per_seq", "nn.* per seq", ",.0f"), ("hand_loop_per_seq", "hand per seq", ",.0f"),
+        ("fast_per_seq", "fast per seq", ",.0f"), ("per_seq_vs_batch1", "fast vs batch 1", ".2f"),
+        ("total_chars_per_s", "fast total", ",.0f"), ("fast_over_nn_step", "fast / nn.*", ".1f"),
+        ("fast_over_hand_loop", "fast / hand", ".2f"), ("gflops", "GFLOP/s", ".1f")]))
     write_results(Path(args.out), {"threads": args.threads, "tokens": args.tokens,
                                    "repeats": args.repeats, "quiet_at_start": quiet,
                                    "batch1": rows1, "batched": rowsb})

@@ -58,16 +58,27 @@ class RecurrentStepper:
 
     # --- construction -------------------------------------------------------------------------
     def _build_weights(self, model: Any) -> None:
-        """Derived weights: the layer-1 input table and the concatenated later layers."""
+        """Derived weights: the layer-1 input table and the concatenated later layers. The LSTM's
+        gate rows are reordered from torch's (i, f, g, o) to (i, f, o, g), so one sigmoid covers
+        the three sigmoid gates; every matrix is kept as its transposed view (an addmm operand)."""
         ws = [layer.weights(0) for layer in model.stack.layers]  # CellWeights per layer
         gru = self.kind == "gru"
+        perm = _lstm_order(self.H) if self.kind == "lstm" else None
+
+        def rows(t: torch.Tensor) -> torch.Tensor:
+            return (t if perm is None else t[perm]).detach().contiguous()
+
+        def opt(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else rows(t)
+
         w0 = ws[0]
         # (V, G*H): the embedding times W_ih plus the biases that do not depend on h. The GRU
         # keeps b_hh apart (its reset gate scales W_hn h + b_hn).
         b0 = _add(w0.b_ih, None if gru else w0.b_hh)
-        self.table = F.linear(model.embed.weight, w0.w_ih, b0).contiguous()
-        self.w_hh0 = w0.w_hh.detach()  # (G*H, H)
-        self.b_hh0 = w0.b_hh.detach() if gru and w0.b_hh is not None else None
+        table = F.linear(model.embed.weight, w0.w_ih, b0).detach()
+        self.table = (table if perm is None else table[:, perm]).contiguous()
+        self.w_hh0 = rows(w0.w_hh)  # (G*H, H)
+        self.b_hh0 = opt(w0.b_hh) if gru else None
         self.w_cat: list[torch.Tensor] = []  # layers 2..L: (G*H, I + H), [W_ih | W_hh]
         self.b_cat: list[torch.Tensor | None] = []
         self.w_ih: list[torch.Tensor] = []  # GRU layers 2..L keep the two products apart
@@ -76,14 +87,20 @@ class RecurrentStepper:
         self.b_hh: list[torch.Tensor | None] = []
         for w in ws[1:]:
             if gru:
-                self.w_ih.append(w.w_ih.detach())
-                self.w_hh.append(w.w_hh.detach())
-                self.b_ih.append(None if w.b_ih is None else w.b_ih.detach())
-                self.b_hh.append(None if w.b_hh is None else w.b_hh.detach())
+                self.w_ih.append(rows(w.w_ih))
+                self.w_hh.append(rows(w.w_hh))
+                self.b_ih.append(opt(w.b_ih))
+                self.b_hh.append(opt(w.b_hh))
             else:
-                self.w_cat.append(torch.cat([w.w_ih, w.w_hh], 1).contiguous())
-                self.b_cat.append(_add(w.b_ih, w.b_hh))
+                self.w_cat.append(rows(torch.cat([w.w_ih, w.w_hh], 1)))
+                self.b_cat.append(opt(_add(w.b_ih, w.b_hh)))
         self.head_w, self.head_b = model.head.weight.detach(), model.head.bias.detach()
+        # Transposed views, made once (a view costs a dispatcher call per use).
+        self.w_hh0_t = self.w_hh0.t()
+        self.w_cat_t = [w.t() for w in self.w_cat]
+        self.w_ih_t = [w.t() for w in self.w_ih]
+        self.w_hh_t = [w.t() for w in self.w_hh]
+        self.head_w_t = self.head_w.t()
 
     def _build_buffers(self) -> None:
         B, H, L = self.B, self.H, self.L
@@ -93,11 +110,28 @@ class RecurrentStepper:
         # buffer is just h. Later layers read the previous layer's output from their left part.
         self.xh = [like.new_zeros(B, (0 if i == 0 else H) + H) for i in range(L)]
         self.h = [x[:, x.shape[1] - H:] for x in self.xh]  # (B, H) views
+        # Layer 1 reads its h apart from its input (the table row), so its h can live in layer
+        # 2's input slot: the cell writes there directly, no copy. Later layers read [x | h]
+        # as one operand, so their h stays in their own buffer and is copied onward.
+        self.direct = [i == 0 and L > 1 for i in range(L)]
+        self.h = [self.xh[i + 1][:, :H] if self.direct[i] else self.h[i] for i in range(L)]
         self.c = [like.new_zeros(B, H) for _ in range(L)] if self.kind == "lstm" else []
         self.gates = like.new_empty(B, G * H)
         self.gh = like.new_empty(B, G * H)  # GRU: W_hh h + b_hh
         self.tmp = like.new_empty(B, H)
         self.logits = like.new_empty(B, self.head_w.shape[0])
+        g, gh = self.gates, self.gh
+        # Views of the buffers, made once: LSTM (i, f, o | g); GRU (r, z | n).
+        self.g_sig, self.g_tanh = g[:, :3 * H], g[:, 3 * H:]
+        self.g_i, self.g_f, self.g_o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H]
+        self.g_rz, self.g_n, self.g_r, self.g_z = g[:, :2 * H], g[:, 2 * H:], g[:, :H], \
+            g[:, H:2 * H]
+        self.gh_rz, self.gh_n = gh[:, :2 * H], gh[:, 2 * H:]
+        self.x_in = [x[:, :H] for x in self.xh]  # layer l's input part (l >= 1)
+
+    def _residual(self, i: int) -> bool:
+        """Whether layer i (0-based) adds its input to its output (GNMT residual)."""
+        return self.residual_from is not None and i + 1 >= self.residual_from and i > 0
 
     # --- state --------------------------------------------------------------------------------
     def reset(self, rows: Sequence[int] | None = None) -> None:
@@ -126,21 +160,18 @@ class RecurrentStepper:
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B,) int64 -> logits (B, V), a buffer valid until the next step."""
         with torch.inference_mode():
-            x = None
-            for i in range(self.L):
-                y = self._layer(i, tokens)
-                if i + 1 < self.L:
-                    nxt = self.xh[i + 1][:, :self.H]
-                    if self.residual_from is not None and i + 1 >= self.residual_from and x is \
-                            not None:
-                        torch.add(y, x, out=nxt)  # GNMT residual: input + output onward
+            y = self._layer(0, tokens)
+            for i in range(1, self.L):
+                if not self.direct[i - 1]:  # a residual sum, or a copy after one
+                    x = self.x_in[i]
+                    if self._residual(i - 1):
+                        torch.add(y, self.x_in[i - 1], out=x)  # GNMT: input + output onward
                     else:
-                        nxt.copy_(y)
-                    x = nxt
-                elif self.residual_from is not None and i + 1 >= self.residual_from and \
-                        x is not None:
-                    y = torch.add(y, x, out=self.tmp)
-            return torch.addmm(self.head_b, y, self.head_w.t(), out=self.logits)
+                        x.copy_(y)
+                y = self._layer(i, tokens)
+            if self._residual(self.L - 1):
+                y = torch.add(y, self.x_in[self.L - 1], out=self.tmp)
+            return torch.addmm(self.head_b, y, self.head_w_t, out=self.logits)
 
     def _layer(self, i: int, tokens: torch.Tensor) -> torch.Tensor:
         """Advance layer i in place; returns its new h (B, H)."""
@@ -150,48 +181,53 @@ class RecurrentStepper:
         if self.kind == "gru":
             return self._gru(i, g)
         if i == 0:
-            g.addmm_(self.h[0], self.w_hh0.t())
+            g.addmm_(self.h[0], self.w_hh0_t)
         else:
             b = self.b_cat[i - 1]
             if b is None:
-                torch.mm(self.xh[i], self.w_cat[i - 1].t(), out=g)
+                torch.mm(self.xh[i], self.w_cat_t[i - 1], out=g)
             else:
-                torch.addmm(b, self.xh[i], self.w_cat[i - 1].t(), out=g)
+                torch.addmm(b, self.xh[i], self.w_cat_t[i - 1], out=g)
         if self.kind == "lstm":
-            return self._lstm(i, g)
+            return self._lstm(i)
         h = self.h[i]
         return torch.clamp(g, min=0, out=h) if self.relu else torch.tanh(g, out=h)
 
-    def _lstm(self, i: int, g: torch.Tensor) -> torch.Tensor:
-        H, c, h = self.H, self.c[i], self.h[i]
-        g[:, :2 * H].sigmoid_()  # i, f
-        g[:, 2 * H:3 * H].tanh_()  # g
-        g[:, 3 * H:].sigmoid_()  # o
-        c.mul_(g[:, H:2 * H]).addcmul_(g[:, :H], g[:, 2 * H:3 * H])  # c' = f c + i g
+    def _lstm(self, i: int) -> torch.Tensor:
+        c, h = self.c[i], self.h[i]
+        self.g_sig.sigmoid_()  # i, f, o
+        self.g_tanh.tanh_()  # g
+        c.mul_(self.g_f).addcmul_(self.g_i, self.g_tanh)  # c' = f c + i g
         torch.tanh(c, out=self.tmp)
-        return torch.mul(g[:, 3 * H:], self.tmp, out=h)  # h' = o tanh(c')
+        return torch.mul(self.g_o, self.tmp, out=h)  # h' = o tanh(c')
 
     def _gru(self, i: int, gi: torch.Tensor) -> torch.Tensor:
-        H, h, gh = self.H, self.h[i], self.gh
+        h, gh = self.h[i], self.gh
         if i == 0:
-            w_hh, b_hh = self.w_hh0, self.b_hh0
+            w_hh, b_hh = self.w_hh0_t, self.b_hh0
         else:
-            x = self.xh[i][:, :H]
+            x = self.x_in[i]
             b_ih = self.b_ih[i - 1]
             if b_ih is None:
-                torch.mm(x, self.w_ih[i - 1].t(), out=gi)
+                torch.mm(x, self.w_ih_t[i - 1], out=gi)
             else:
-                torch.addmm(b_ih, x, self.w_ih[i - 1].t(), out=gi)
-            w_hh, b_hh = self.w_hh[i - 1], self.b_hh[i - 1]
+                torch.addmm(b_ih, x, self.w_ih_t[i - 1], out=gi)
+            w_hh, b_hh = self.w_hh_t[i - 1], self.b_hh[i - 1]
         if b_hh is None:
-            torch.mm(h, w_hh.t(), out=gh)
+            torch.mm(h, w_hh, out=gh)
         else:
-            torch.addmm(b_hh, h, w_hh.t(), out=gh)
-        rz = gi[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()  # r, z
-        n = gi[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()  # tanh(a_n + r (W h + b))
+            torch.addmm(b_hh, h, w_hh, out=gh)
+        self.g_rz.add_(self.gh_rz).sigmoid_()  # r, z
+        n = self.g_n.addcmul_(self.g_r, self.gh_n).tanh_()  # tanh(a_n + r (W h + b))
         # h' = (1 - z) n + z h = n + z (h - n)
         torch.sub(h, n, out=self.tmp)
-        return torch.addcmul(n, rz[:, H:], self.tmp, out=h)
+        return torch.addcmul(n, self.g_z, self.tmp, out=h)
+
+
+def _lstm_order(H: int) -> torch.Tensor:
+    """Row order taking torch's LSTM gates (i, f, g, o) to (i, f, o, g)."""
+    return torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H),
+                      torch.arange(2 * H, 3 * H)])
 
 
 class ModuleStepper:
@@ -285,6 +321,41 @@ def stream(model: Any, prompt: np.ndarray | list[int], cfg: Any, gen: torch.Gene
         if i + 1 < cfg.length:
             tok.fill_(t)
             logits = st.step(tok)[0]
+
+
+def plain(cfg: Any) -> bool:
+    """Whether `pick` draws from `cfg` with temperature alone (no top-k/top-p, not greedy):
+    the rows `pick_rows` draws together."""
+    return not (cfg.greedy or cfg.temperature == 0 or cfg.top_k is not None
+                or (cfg.top_p is not None and cfg.top_p < 1))
+
+
+def pick_rows(logits: torch.Tensor, temperatures: Sequence[float],
+              gens: Sequence[torch.Generator]) -> list[int]:
+    """One token per row of logits (B, V), row b drawn with its own generator: the same tokens
+    as ``pick(logits[b], cfg_b, gens[b])`` for each row whose cfg is `plain`, in a few batched
+    ops instead of a dozen per row.
+
+    ``torch.multinomial`` draws one sample as ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from
+    the generator over the row (the Gumbel-max trick in its exponential form); this does the
+    same, with only the ``exponential_`` draw per row. The softmax and the division are
+    elementwise/row-wise kernels, so each row's numbers equal the 1-D computation
+    (tests/test_fast_sampling.py checks the tokens against `pick`). Non-finite probabilities
+    fall back to `pick` row by row, which raises as the sampler does.
+    """
+    from seqlab.sampling import SampleConfig, pick
+
+    B = logits.shape[0]
+    t = torch.tensor([max(float(x), 1e-8) for x in temperatures], dtype=torch.float32)
+    with torch.inference_mode():
+        probs = (logits.float().cpu() / t[:, None]).softmax(-1)  # (B, V)
+        q = torch.empty_like(probs)
+        for b in range(B):
+            q[b].exponential_(1, generator=gens[b])
+        if not bool(torch.isfinite(probs).all()):
+            return [pick(logits[b], SampleConfig(temperature=float(temperatures[b])), gens[b])
+                    for b in range(B)]
+        return probs.div_(q).argmax(-1).tolist()
 
 
 def sample_batch(model: Any, prompts: Sequence[Sequence[int]], length: int, *,

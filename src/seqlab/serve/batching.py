@@ -128,8 +128,8 @@ class FusedRows:
         x = torch.zeros(size, dtype=torch.long, device=self.model.device)
         x[:B] = torch.tensor(list(tokens), dtype=torch.long)
         logits = st.step(x)[:B].clone()  # (B, V); the stepper's buffer is overwritten next
-        for b, g in enumerate(rows):
-            g.logits, g.state = logits[b], None  # the state lives in the stepper now
+        for g, row in zip(rows, logits.unbind(0), strict=True):
+            g.logits, g.state = row, None  # the state lives in the stepper now
 
     def _states(self, rows: list[Generation], size: int) -> tuple[torch.Tensor, ...]:
         """The stack state of `rows` padded to `size` rows (each (L, size, H)): from the
@@ -243,13 +243,29 @@ class Batcher:
         self.pending = [g for g in self.pending if not (g.done or g.cancelled)]
 
     def _pick(self, joining: list[Generation], rows: list[Generation]) -> list[int]:
-        """Prime the joining rows, then draw one token for every row with its generator."""
+        """Prime the joining rows, then draw one token for every row with its generator: the
+        rows sampled with temperature alone together (`pick_rows`, the same tokens as `pick`
+        row by row), the others (top-k, top-p, greedy) one by one with `pick`."""
+        from seqlab.fast_sampling import pick_rows, plain
+
         for g in joining:
             g.logits, g.state = self._prime(g.prompt)
-        picks = []
-        for g in rows:
+        picks = [0] * len(rows)
+        together = [i for i, g in enumerate(rows) if plain(g.cfg)]
+        if len(together) > 1:
+            logits = torch.stack([rows[i].logits for i in together])  # type: ignore[misc]
+            drawn = pick_rows(logits, [rows[i].cfg.temperature for i in together],
+                              [rows[i].gen for i in together])
+            for i, t in zip(together, drawn, strict=True):
+                picks[i] = t
+        else:
+            together = []
+        for i, g in enumerate(rows):
             assert g.logits is not None  # primed at its first boundary
-            picks.append(pick(g.logits, g.cfg, g.gen))
+            if together and plain(g.cfg):
+                continue
+            picks[i] = pick(g.logits, g.cfg, g.gen)
+        for g in rows:
             g.picked += 1
         return picks
 
