@@ -182,7 +182,7 @@ def conll(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     steps = steps_for(args.epochs, n_train, args.batch_size)
     common = [*_common(args, steps, n_train), "data.test_fraction=0"]
     jobs = [Job(name, name, str(train), str(test), overrides=common)
-            for name in ("bilstm-crf", "bilstm-softmax")]
+            for name in ("bilstm-crf", "bilstm-softmax") if not args.only or name in args.only]
     rows = run_jobs(jobs, out, "span_f1", args.jobs)
     words, gold = read_columns(test)
     for row in rows:
@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
     p.add_argument("--set", nargs="*", default=[], help="more overrides, e.g. model.dropout=0.5")
+    p.add_argument("--only", nargs="*", default=[],
+                   help="CoNLL-2000 models to run (bilstm-crf, bilstm-softmax); the stored runs "
+                        "of the others are kept")
     p.add_argument("--out", help="folder for the run folders (default: a new /tmp folder)")
     p.add_argument("--key-suffix", default="",
                    help="store the results as conll2000_SUFFIX (e.g. a shorter budget)")
@@ -276,6 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     old = json.loads(path.read_text()) if path.exists() else {}  # read now: another may have run
     if args.key_suffix:
         new = {f"{k}_{args.key_suffix}": v for k, v in new.items()}
+    for key, part in new.items():
+        if args.only and key in old:  # keep the stored runs that were not rerun
+            names = {r["name"] for r in part["runs"]}
+            part["runs"] = [*(r for r in old[key]["runs"] if r["name"] not in names),
+                            *part["runs"]]
     results = {**{k: v for k, v in old.items() if k.startswith(("conll2000", "ud_ewt"))}, **new}
     write_results(path, results)
     print(table(results))

@@ -141,7 +141,8 @@ def listops_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     H = args.listops_hidden
     model_keys = [f"model.emb_dim={H}", f"model.hidden={H}", "model.dropout=0.0"]
     jobs = [Job("listops-tree-lstm", "tree-lstm", str(train), test, str(dev),
-                [*_train_keys(args, args.listops_epochs, n, args.listops_batch), *model_keys]),
+                [*_train_keys(args, args.listops_epochs, n, args.listops_batch), *model_keys,
+                 f"model.encoder={args.listops_encoder}"]),
             Job("listops-tree-bilstm", "tree-bilstm", str(train), test, str(dev),
                 [*_train_keys(args, args.listops_baseline_epochs, n, args.listops_batch),
                  *model_keys])]
@@ -154,7 +155,8 @@ def listops_bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "budget": {"tree_lstm_epochs": args.listops_epochs,
                        "baseline_epochs": args.listops_baseline_epochs,
                        "batch_size": args.listops_batch, "max_minutes_per_run": args.max_minutes},
-            "setup": {"emb_dim": H, "hidden": H, "dropout": 0.0, "lr": args.lr},
+            "setup": {"emb_dim": H, "hidden": H, "dropout": 0.0, "lr": args.lr,
+                      "tree_lstm_encoder": args.listops_encoder},
             "target": "Tree-LSTM >= 95% (test); LSTM baseline reported (published 71.5%)",
             "runs": rows}
 
@@ -197,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--listops-baseline-epochs", type=float, default=0.25)
     p.add_argument("--listops-batch", type=int, default=32)
     p.add_argument("--listops-hidden", type=int, default=128)
+    p.add_argument("--listops-encoder", choices=("childsum", "binary"), default="childsum",
+                   help="the Tree-LSTM: child-sum on the n-ary trees, or binary on the gold "
+                        "(left-branching) parse")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW peak, cosine to 1e-4")
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--evals-per-epoch", type=int, default=2)
