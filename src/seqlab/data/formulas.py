@@ -118,8 +118,15 @@ def generate(n: int, seed: int, cfg: GrammarConfig = GrammarConfig(),
              exclude: frozenset[str] = frozenset()) -> list[list[str]]:
     """`n` token sequences that render within the canvas; none is in `exclude` (joined by
     spaces). Deterministic for (n, seed, cfg, exclude)."""
+    return generate_rendered(n, seed, cfg, exclude)[0]
+
+
+def generate_rendered(n: int, seed: int, cfg: GrammarConfig = GrammarConfig(),
+                      exclude: frozenset[str] = frozenset()
+                      ) -> tuple[list[list[str]], list[np.ndarray]]:
+    """`generate`'s formulas and their cropped ink (what `render` gives), rendered once."""
     rng = np.random.default_rng(seed)
-    grammar, out = _Grammar(rng, cfg.max_depth), list[list[str]]()
+    grammar, out, inks = _Grammar(rng, cfg.max_depth), list[list[str]](), list[np.ndarray]()
     while len(out) < n:
         tokens = grammar.expr(0)
         text = " ".join(tokens)
@@ -130,7 +137,8 @@ def generate(n: int, seed: int, cfg: GrammarConfig = GrammarConfig(),
                 canvas_width(ink.shape[1]) > cfg.max_width:
             continue
         out.append(tokens)
-    return out
+        inks.append(ink)
+    return out, inks
 
 
 # --- rendering --------------------------------------------------------------------------------

@@ -141,16 +141,16 @@ def _encode(images: list[np.ndarray], forms: list[list[str]], vocab: PairVocab, 
 
 
 def _cached(cfg: ImageDataConfig, grammar: formulas.GrammarConfig, workdir: Path, part: str,
-            make: Callable[[], list[list[str]]]) -> tuple[list[np.ndarray], list[list[str]]]:
+            make: Callable[[], tuple[list[list[str]], list[np.ndarray]]]
+            ) -> tuple[list[np.ndarray], list[list[str]]]:
     """Rendered formulas of one generated part, from the cache or drawn, rendered and saved."""
     key = hashlib.sha256(repr((part, cfg.seed, cfg.n_train, cfg.n_valid, cfg.n_test, grammar,
                                formulas.FONT_SIZE, formulas.RENDER_DPI)).encode()).hexdigest()
     path = Path(cfg.cache_dir or workdir) / f"formulas-{part}-{key[:16]}.npz"
     if path.exists():
         return formulas.load_images(path)
-    forms = make()
-    images = [formulas.place(cast(np.ndarray, formulas.render(" ".join(f))), grammar.height)
-              for f in forms]
+    forms, inks = make()
+    images = [formulas.place(ink, grammar.height) for ink in inks]
     formulas.save_images(path, images, forms)
     return images, forms
 
@@ -159,12 +159,13 @@ def _generated(cfg: ImageDataConfig, grammar: formulas.GrammarConfig, workdir: P
                ) -> tuple[tuple[list[np.ndarray], list[list[str]]], ...]:
     n = cfg.n_train + cfg.n_valid
     main = _cached(cfg, grammar, workdir, "train",
-                   lambda: formulas.generate(n, cfg.seed, grammar))
+                   lambda: formulas.generate_rendered(n, cfg.seed, grammar))
     seen = frozenset(" ".join(f) for f in main[1])
     # The test seed is derived from the seed, never equal to it: another stream of formulas.
     test_seed = int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0])
     test = _cached(cfg, grammar, workdir, "test",
-                   lambda: formulas.generate(cfg.n_test, test_seed, grammar, exclude=seen))
+                   lambda: formulas.generate_rendered(cfg.n_test, test_seed, grammar,
+                                                   exclude=seen))
     ims, forms = main
     return ((ims[: cfg.n_train], forms[: cfg.n_train]), (ims[cfg.n_train :], forms[cfg.n_train :]),
             test)
