@@ -128,45 +128,60 @@ def main() -> None:
                  "units": X["train"].shape[1], "dev": dev,
                  "test": float(clf.score(X["test"], y["test"]))})
     order = np.argsort(-np.abs(clf.coef_[0]))
-    for k in (1, 2, 4, 8, 16, 32, 64, 128):
+    for k in [2 ** i for i in range(12) if 2 ** i < X["train"].shape[1]]:
         cols = order[:k]
         sub, dev_k = fit(X["train"][:, cols], y["train"], X["dev"][:, cols], y["dev"], l1=False)
-        rows.append({"features": f"LM, top {k} units by |L1 weight|", "units": k, "dev": dev_k,
-                     "test": float(sub.score(X["test"][:, cols], y["test"]))})
+        rows.append({"features": f"LM, top {k} units (largest L1 weights)", "units": k,
+                     "dev": dev_k, "test": float(sub.score(X["test"][:, cols], y["test"]))})
     # The single most predictive unit: each unit alone, chosen on dev.
     single = []
     for u in range(X["train"].shape[1]):
         lr = logreg(1.0, l1=False).fit(X["train"][:, [u]], y["train"])
         single.append(lr.score(X["dev"][:, [u]], y["dev"]))
     best_unit = int(np.argmax(single))
-    lr = logreg(1.0, l1=False).fit(X["train"][:, [best_unit]], y["train"])
-    rows.append({"features": f"LM, best single unit ({names[best_unit]})", "units": 1,
-                 "dev": float(single[best_unit]),
-                 "test": float(lr.score(X["test"][:, [best_unit]], y["test"]))})
+    # The demo holds a unit of the recurrent state; a ``mean`` feature is not one, so the best
+    # state unit gets its own row where the best feature is a mean.
+    state_units = [u for u, n in enumerate(names) if not n.startswith("mean")]
+    demo_unit = max(state_units, key=lambda u: single[u])
+    for u in dict.fromkeys([best_unit, demo_unit]):
+        lr = logreg(1.0, l1=False).fit(X["train"][:, [u]], y["train"])
+        what = "best single unit" if u == best_unit else "best single state unit"
+        rows.append({"features": f"LM, {what} ({names[u]})", "units": 1,
+                     "dev": float(single[u]),
+                     "test": float(lr.score(X["test"][:, [u]], y["test"]))})
     bow = CountVectorizer(ngram_range=(1, 2), binary=True, lowercase=True)
     B = {s: bow.fit_transform(data[s][0]) if s == "train" else bow.transform(data[s][0])
          for s in ("train", "dev", "test")}
     bclf, bdev = fit(B["train"], y["train"], B["dev"], y["dev"], l1=False)
     rows.append({"features": "bag of words (uni+bigrams, L2)", "units": B["train"].shape[1],
                  "dev": bdev, "test": float(bclf.score(B["test"], y["test"]))})
-    values = feats["train"][:, best_unit]
-    demo = unit_demo(run, best_unit, names[best_unit], data["test"][0][:6],
-                     positive=bool(lr.coef_[0, 0] > 0), span=(float(values.min()),
-                                                               float(values.max())))
+    values = feats["train"][:, demo_unit]
+    lr = logreg(1.0, l1=False).fit(X["train"][:, [demo_unit]], y["train"])
+    w, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    threshold = float(scale.mean_[demo_unit] + scale.scale_[demo_unit] * (-b / w))
+    # Three short positive and three short negative test sentences.
+    short = [(t, int(lab)) for t, lab in zip(*data["test"], strict=True) if len(t) <= 100]
+    shown = ([p for p in short if p[1]][:3] + [p for p in short if not p[1]][:3])
+    demo = unit_demo(run, demo_unit, names[demo_unit], [t for t, _ in shown],
+                     [lab for _, lab in shown], positive=w > 0, threshold=threshold,
+                     span=(float(values.min()), float(values.max())))
     cols = [("features", "features", "s"), ("units", "units", ",d"), ("dev", "dev acc", ".3f"),
             ("test", "test acc", ".3f")]
     print(markdown_table(rows, cols))
     write_results(HERE / "results.json", {
         "machine": machine(), "lm_run": str(run), "lm_minutes": args.minutes,
-        "hidden": args.hidden, "rows": rows, "best_unit": names[best_unit], "demo": demo,
+        "hidden": args.hidden, "rows": rows, "best_unit": names[best_unit],
+        "demo_unit": names[demo_unit], "demo": demo,
         "seconds": time.time() - t0, "split_sizes": {s: len(y[s]) for s in y}})
 
 
-def unit_demo(run: Path, unit: int, name: str, text: list[str], positive: bool,
-              span: tuple[float, float]) -> dict[str, Any]:
+def unit_demo(run: Path, unit: int, name: str, text: list[str], labels: list[int],
+              positive: bool, threshold: float, span: tuple[float, float]) -> dict[str, Any]:
     """The unit over a few test sentences (unit.png), and samples with it held at the ends of
     its range on the training sentences (`span`). Only state units can be held (a ``mean``
-    feature is not a unit of the recurrence)."""
+    feature is not a unit of the recurrence). The colour is the unit's value relative to
+    `threshold`, where its one-unit probe is at 50%: red reads positive, blue negative, on one
+    scale for every row."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,21 +191,23 @@ def unit_demo(run: Path, unit: int, name: str, text: list[str], positive: bool,
     from seqlab.experiment import load_run
 
     model, _ = load_run(run)
-    if name.startswith("mean"):
-        return {"note": f"the best feature {name} is a mean over the line, not a state unit"}
-    fig, axes = plt.subplots(len(text), 1, figsize=(14, 0.9 * len(text)))
-    for ax, sentence in zip(np.atleast_1d(axes), text, strict=True):
-        values = features.unit_trace(model, sentence[:110], unit)
-        ax.imshow(values[None, :], cmap="coolwarm" if positive else "coolwarm_r", aspect="auto",
-                  vmin=-np.abs(values).max(), vmax=np.abs(values).max())
-        ax.set_xticks(range(len(values)), list(sentence[:110]), fontsize=7)
-        ax.set_yticks([])
-    fig.suptitle(f"unit {name}: red = positive sentiment")
+    sign = 1.0 if positive else -1.0
+    traces = [sign * (features.unit_trace(model, sentence, unit) - threshold)
+              for sentence in text]
+    lim = max(float(np.abs(t).max()) for t in traces)
+    fig, axes = plt.subplots(len(text), 1, figsize=(14, 0.95 * len(text)))
+    for ax, sentence, label, values in zip(np.atleast_1d(axes), text, labels, traces,
+                                           strict=True):
+        ax.imshow(values[None, :], cmap="coolwarm", aspect="auto", vmin=-lim, vmax=lim)
+        ax.set_xticks(range(len(values)), list(sentence), fontsize=7)
+        ax.set_yticks([0], ["pos" if label else "neg"], fontsize=8)
+    fig.suptitle(f"unit {name} after each character of six test sentences (gold label at left): "
+                 "red = the unit reads positive, blue = negative")
     fig.tight_layout()
     fig.savefig(HERE / "unit.png", dpi=100)
     plt.close(fig)
     pos, neg = (span[1], span[0]) if positive else (span[0], span[1])
-    return {"unit": name, "span": span,
+    return {"unit": name, "span": span, "threshold": threshold,
             "held_positive": features.clamped_sample(model, unit, pos, 200, seed=1,
                                                      prompt="this film is "),
             "held_negative": features.clamped_sample(model, unit, neg, 200, seed=1,
