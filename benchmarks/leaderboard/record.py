@@ -1,30 +1,95 @@
-"""Copy the leaderboard of benchmarks/leaderboard/_work/compare here, with the machine record.
+"""Record one equal-parameter leaderboard of `run.sh` here, with the machine description and a
+seed-noise test of every pair the issue names.
 
-    .venv/bin/python -m benchmarks.leaderboard.record    # run.sh calls this last
+    .venv/bin/python -m benchmarks.leaderboard.record benchmarks/leaderboard/_work/NAME
+
+reads ``NAME/leaderboard.json`` (what ``seqlab compare --params N --seeds K`` wrote) and writes
+``results_NAME.json``, ``NAME.md`` (the Markdown table) and ``curves_NAME.png`` (the learning
+curves against wall time and tokens seen) beside this file, then prints the table and the
+comparisons. A difference counts as "beyond the seed noise" when Welch's t-test over the seeds
+gives p < 0.05 (two-sided); with 3 seeds a side that needs a gap of about 2.8 standard errors.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import shutil
 from pathlib import Path
+from typing import Any
 
-from benchmarks.common import write_results
+from benchmarks.common import markdown_table, write_results
 
 HERE = Path(__file__).parent
-WORK = HERE / "_work" / "compare"
+PAIRS = [("lstm", "rnn"), ("gru", "rnn"), ("lstm", "gru"), ("transformer", "lstm"),
+         ("transformer", "gru"), ("tcn", "rnn")]
+COLUMNS = [("model", "model", "s"), ("score", "valid bits/char (mean ± sd)", "s"),
+           ("nats", "nats/char", ".3f"), ("parameters", "parameters", ",d"),
+           ("width", "width", "s"), ("steps", "steps", ",.0f"), ("tokens", "train tokens", ",.0f"),
+           ("train_seconds", "train wall (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f")]
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean difference a - b, its standard error and Welch's two-sided p-value."""
+    from scipy import stats
+
+    res = stats.ttest_ind(a, b, equal_var=False)
+    na, nb = len(a), len(b)
+    var = lambda x: sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)  # noqa: E731
+    return {"diff": sum(a) / na - sum(b) / nb, "se": math.sqrt(var(a) / na + var(b) / nb),
+            "t": float(res.statistic), "p": float(res.pvalue)}
+
+
+def seed_scores(row: dict[str, Any]) -> list[float]:
+    return [s["bits_per_token"] for s in row.get("seeds", [row])]
+
+
+def width_of(run: Path) -> str:
+    cfg = json.loads((run / "config.json").read_text())
+    model = cfg["model"]
+    for key in ("hidden", "channels", "dim"):
+        if key in model:
+            heads = f", {model['heads']} heads" if "heads" in model else ""
+            return f"{key}={model[key]}{heads}"
+    return "-"
 
 
 def main() -> None:
-    board = json.loads((WORK / "leaderboard.json").read_text())
-    commands = {row["model"]: " ".join(json.loads(
-        (Path(row["run"]) / "config.json").read_text())["command"]) for row in board["rows"]}
-    write_results(HERE / "leaderboard.json", {
-        "benchmark": "seqlab compare on tinyshakespeare, equal time budget",
-        "training_commands": commands, **board})
-    for name in ("leaderboard.md", "learning_curves.png"):
-        shutil.copy(WORK / name, HERE / name)
-    print((HERE / "leaderboard.md").read_text())
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("work", type=Path, help="the compare folder run.sh wrote")
+    args = p.parse_args()
+    name = args.work.name
+    board = json.loads((args.work / "leaderboard.json").read_text())
+    rows = board["rows"]
+    table = []
+    for r in rows:
+        first = Path(r["seeds"][0]["run"] if "seeds" in r else r["run"])
+        sd = r.get("bits_per_token_sd")
+        table.append({**r, "width": width_of(first),
+                      "score": f"{r['bits_per_token']:.4f}" + (f" ± {sd:.4f}" if sd else ""),
+                      "nats": r["bits_per_token"] * math.log(2)})
+    by_name = {r["model"]: r for r in rows}
+    tests = {f"{a} vs {b}": {**welch(seed_scores(by_name[a]), seed_scores(by_name[b])),
+                             "beyond_noise": None}
+             for a, b in PAIRS if a in by_name and b in by_name
+             and len(seed_scores(by_name[a])) > 1 and len(seed_scores(by_name[b])) > 1}
+    for t in tests.values():
+        t["beyond_noise"] = t["p"] < 0.05
+    commands = {}
+    for r in rows:
+        run = Path(r["seeds"][0]["run"] if "seeds" in r else r["run"])
+        commands[r["model"]] = " ".join(json.loads((run / "config.json").read_text())["command"])
+    md = markdown_table(table, COLUMNS)
+    write_results(HERE / f"results_{name}.json", {
+        "benchmark": "seqlab compare, equal parameters (--params), seeds (--seeds), equal time",
+        "training_commands": commands, "seed_tests": tests, "table": md, **board})
+    shutil.copy(args.work / "learning_curves.png", HERE / f"curves_{name}.png")
+    (HERE / f"{name}.md").write_text(md + "\n")
+    print(md)
+    for pair, t in tests.items():
+        print(f"{pair}: {t['diff']:+.4f} bits/char (se {t['se']:.4f}, Welch p = {t['p']:.3f})"
+              f"{' beyond the seed noise' if t['beyond_noise'] else ' within the seed noise'}")
 
 
 if __name__ == "__main__":
