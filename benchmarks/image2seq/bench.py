@@ -11,10 +11,11 @@ for test, test formulas never seen in training). The rendered images are cached 
 ``_work/cache`` (``data.cache_dir``), so the two runs and the eval share them. Each run is then
 scored by ``seqlab eval RUN --json`` on its test split, and the attention model transcribes a
 test image with ``seqlab transcribe --attention-plot``. Writes ``results.json``,
-``attention.png`` and prints a Markdown table. ``--wrap CMD`` runs each CPU-heavy child
-(rendering, each training, each evaluation) as ``CMD child...``, e.g. a CPU-slot queue; the
-reported CPU seconds are the child's (and its descendants'), the training wall time is the
-trainer's own (``elapsed_s``), not the time spent waiting for a slot.
+``attention.png`` and prints a Markdown table. Each model runs in its own process (rendering
+the shared cache if it is the first, training, evaluating); ``--wrap CMD`` starts it as
+``CMD process...``, e.g. a CPU-slot queue. The reported CPU seconds are the training's (its
+process and descendants'), the training wall time the trainer's own (``elapsed_s``), not the
+time spent waiting for a slot.
 """
 
 from __future__ import annotations
@@ -43,12 +44,9 @@ def env() -> dict[str, str]:
             "PYTHONPATH": str(ROOT / "src")}
 
 
-WRAP: list[str] = []  # --wrap: a prefix for every CPU-heavy child
-
-
 def run(cmd: list[str], log: Path | None = None) -> tuple[str, float, float]:
-    """stdout, wall seconds and the child's CPU seconds."""
-    cmd, t0 = [*WRAP, *cmd], time.monotonic()
+    """stdout, wall seconds and the child's CPU seconds (its descendants' included)."""
+    t0 = time.monotonic()
     with open(log or os.devnull, "w") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env(), cwd=ROOT,
                                 text=True)
@@ -124,6 +122,21 @@ def attention_example(args: argparse.Namespace) -> str:
     return f"test image {i}: gold: {' '.join(test.formulas[i])} | output: {text.strip()}"
 
 
+def one(model: str, args: argparse.Namespace) -> None:
+    """Everything one model needs, in one process (one CPU slot under --wrap): the rendered
+    formulas (the first of the two to get here renders them, the other waits on a lock), the
+    training, the evaluation and, for the attention model, the attention plot."""
+    import fcntl
+
+    with open(WORK / "render.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        warm_cache(args)
+    row = train_and_eval(model, args)
+    if model == "im2latex":
+        row["attention_example"] = attention_example(args)
+    (WORK / f"{model}.row.json").write_text(json.dumps(row))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n-train", type=int, default=10000)
@@ -139,28 +152,31 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--steps", type=int, default=4000)
-    p.add_argument("--minutes", type=float, default=22.0)
+    p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--eval-interval", type=int, default=500)
-    p.add_argument("--wrap", default="", help="command prefix for each CPU-heavy child, e.g. "
+    p.add_argument("--wrap", default="", help="command prefix for each model's process, e.g. "
                    "/tmp/seqlab-slot (a CPU-slot queue)")
-    p.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--one", help=argparse.SUPPRESS)  # the child process of one model
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    if args.warm_only:
-        warm_cache(args)
+    if args.one:
+        one(args.one, args)
         return
-    WRAP[:] = args.wrap.split()
-    run([sys.executable, "-m", "benchmarks.image2seq.bench", *sys.argv[1:], "--warm-only"],
-        WORK / "render.log")
+    models = ["im2latex", "im2latex-noattn"]
+    for m in models:
+        (WORK / f"{m}.row.json").unlink(missing_ok=True)
+    child = [sys.executable, "-m", "benchmarks.image2seq.bench", *sys.argv[1:]]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(lambda m: train_and_eval(m, args), ["im2latex", "im2latex-noattn"]))
-    example = attention_example(args)
+        list(pool.map(lambda m: run([*args.wrap.split(), *child, "--one", m],
+                                    WORK / f"{m}.log"), models))
+    rows = [json.loads((WORK / f"{m}.row.json").read_text()) for m in models]
+    example = rows[0].pop("attention_example")
     columns = [("model", "model", ""), ("image_match", "image match", ".1%"),
                ("exact_match", "exact match", ".1%"), ("bleu", "BLEU", ".1f"),
                ("token_accuracy", "token acc. (TF)", ".1%"), ("steps", "steps", "d"),
                ("train_cpu_s", "train CPU s", "d"), ("train_wall_s", "train wall s", "d")]
     table = markdown_table(rows, columns)
-    settings = {k: v for k, v in vars(args).items() if k != "warm_only"}
+    settings = {k: v for k, v in vars(args).items() if k != "one"}
     write_results(HERE / "results.json", {"settings": settings, "rows": rows,
                                           "attention_example": example})
     print(table)
