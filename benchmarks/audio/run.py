@@ -158,11 +158,12 @@ def _training(run: Path) -> dict[str, Any]:
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x]
     evals = [r for r in records if r.get("kind") == "eval"]
     steps = max((r.get("step", 0) for r in records), default=0)
-    model = next((r for r in records if r.get("kind") == "model"), {})
+    from seqlab import models
+
     config = read_json(run / "config.json")
     return {"steps": steps, "evals": [(r["step"], r.get("bits_per_sample")) for r in evals],
-            "config": config["model"], "train": config["train"], "parameters":
-            model.get("parameters")}
+            "config": config["model"], "train": config["train"],
+            "parameters": models.load(run / "best.safetensors").num_parameters()}
 
 
 def stage_report() -> None:
