@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip extras of the venv; CI adds browser (selenium) for tests/serve/test_browser.py
+EXTRAS ?= test
 export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: demo test test-slow test-avx2 lint bench-setup clean
@@ -11,7 +13,7 @@ export OMP_WAIT_POLICY := PASSIVE
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 demo: $(STAMP)
