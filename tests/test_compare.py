@@ -36,8 +36,14 @@ def test_issue_command_shape_and_rows(tmp_path: Path, tiny_text: Path, capsys) -
                  "ngram,window:hidden=16,lstm:hidden=16:emb_dim=8,tcn:channels=8:levels=2",
                  "--max-minutes", "0.01", "--out", str(out), "--json", *TINY])
     assert code == 0
-    result = _json_tail(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = _json_tail(captured.out)
     rows = {r["model"]: r for r in result["rows"]}
+    # A budget this small ranks warm-ups, and compare says so for each trained family.
+    warned = [line.split()[1] for line in captured.err.splitlines()
+              if line.startswith("warning: ") and "too short to rank" in line]
+    assert warned == ["window:hidden=16", "lstm:hidden=16:emb_dim=8", "tcn:channels=8:levels=2"]
+    assert "no --max-minutes" not in captured.err
     assert list(rows) == ["ngram", "window:hidden=16", "lstm:hidden=16:emb_dim=8",
                           "tcn:channels=8:levels=2"]
     for name, row in rows.items():
@@ -117,8 +123,12 @@ def test_any_protocol_family_joins(tmp_path: Path, tiny_text: Path, capsys,
     code = main(["compare", "--data", str(tiny_text), "--models", families,
                  "--out", str(tmp_path / "c"), "--json", "train.max_steps=5"])
     assert code == 0
-    rows = {r["model"]: r for r in _json_tail(capsys.readouterr().out)["rows"]}
+    captured = capsys.readouterr()
+    rows = {r["model"]: r for r in _json_tail(captured.out)["rows"]}
     assert list(rows) == families.split(",")
+    # No budget flag: compare says what the budget is; counting and EM families get no warning.
+    assert "every model trains train.max_steps=5 steps" not in captured.err  # set explicitly
+    assert "warning:" not in captured.err
     for row in rows.values():  # the same number `seqlab eval` gives, whatever the family
         assert row["bits_per_token"] == pytest.approx(
             evaluate_run(Path(row["run"])).bits_per_token, 1e-9)
@@ -162,3 +172,11 @@ def test_bad_input_is_one_line(models_arg: str, extra: list[str], message: str, 
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and "\n" not in err
     assert not out.exists()
+
+
+def test_default_budget_is_stated(tmp_path: Path, tiny_text: Path, capsys) -> None:
+    """Without a budget flag every model trains train.max_steps steps, and compare says so."""
+    assert main(["compare", "--data", str(tiny_text), "--models", "ngram",
+                 "--out", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "every model trained train.max_steps=2000 steps" in err and "warning:" not in err

@@ -405,6 +405,17 @@ def _count(text: str) -> int:
     return round(value)
 
 
+SHORT_RUN_STEPS = 500  # fewer optimizer steps than this (or 5 warm-ups) is a warm-up, not a run
+
+
+def short_run(row: dict[str, Any], train: TrainConfig) -> bool:
+    """True for a trained (step-counted) row that stopped before its ranking means much: the
+    reduced leaderboard showed the LSTM and GRU behind the tanh RNN after ~250 steps, 40% of
+    them warm-up (benchmarks/leaderboard)."""
+    steps = row.get("steps")
+    return steps is not None and steps < max(SHORT_RUN_STEPS, 5 * train.warmup_steps)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     specs = parse_specs(args.models)
     raw = apply_overrides({}, args.overrides)
@@ -427,6 +438,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = compare(specs, data, train, args.out, resume=args.resume, command=sys.argv,
                    params=args.params, seeds=args.seeds)
     print(markdown(ranked(rows, task)))
+    if args.max_minutes is None and args.max_steps is None and "max_steps" not in train_raw:
+        print(f"compare: no --max-minutes or --max-steps: every model trained "
+              f"train.max_steps={train.max_steps} steps (the same tokens each)", file=sys.stderr)
+    for row in rows:
+        if short_run(row, train):
+            print(f"warning: {row['model']} stopped after {row['steps']:,.0f} steps (warm-up "
+                  f"{train.warmup_steps}): too short to rank families, which reorder as they "
+                  f"train; give a larger --max-minutes or --max-steps", file=sys.stderr)
     print(f"leaderboard: {Path(args.out) / 'leaderboard.md'}, curves: "
           f"{Path(args.out) / 'learning_curves.png'}")
     if args.json:
