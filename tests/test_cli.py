@@ -76,6 +76,26 @@ def test_ngram_train_and_word_level(tmp_path: Path, tiny_text: Path,
     assert result["model"] == "ngram" and result["perplexity"] > 1
 
 
+def test_max_minutes_alone_is_the_budget(tmp_path: Path, tiny_text: Path) -> None:
+    """``--max-minutes M`` without a step budget trains for M minutes, not for the default
+    train.max_steps; with one, the first budget reached ends the run."""
+    from seqlab.cli import CLOCK_ONLY
+
+    def train_cfg(out: Path) -> dict:
+        return json.loads((out / "config.json").read_text())["train"]
+
+    assert run_cli("train", "--model", "lstm", "--data", tiny_text, "--out", tmp_path / "a",
+                   "--max-minutes", 0.005, *TINY_LSTM) == 0
+    cfg = train_cfg(tmp_path / "a")
+    assert cfg["max_minutes"] == 0.005 and cfg["max_steps"] == CLOCK_ONLY
+    steps = [json.loads(line).get("step", 0) for line in
+             (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert 0 < max(steps) < CLOCK_ONLY  # the clock ended it
+    assert run_cli("train", "--model", "lstm", "--data", tiny_text, "--out", tmp_path / "b",
+                   "--max-minutes", 5, "--max-steps", 7, *TINY_LSTM) == 0
+    assert train_cfg(tmp_path / "b")["max_steps"] == 7
+
+
 def test_resume_continues(trained: Path, tiny_text: Path) -> None:
     assert run_cli("train", "--model", "lstm", "--data", tiny_text, "--out", trained,
                    "--max-steps", 15, "--resume", *TINY_LSTM) == 0

@@ -78,9 +78,13 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--test": ("data", "test", str, "separate test file (default: part of --data)"),
     "--level": ("data", "level", str, "tokenisation level, where the task has one"),
     "--max-steps": ("train", "max_steps", int, "sets train.max_steps"),
-    "--max-minutes": ("train", "max_minutes", float, "sets train.max_minutes"),
+    "--max-minutes": ("train", "max_minutes", float, "sets train.max_minutes; without a step "
+                      "budget (--max-steps, train.max_steps) the clock alone ends the run"),
     "--seed": ("train", "seed", int, "sets train.seed"),
 }
+
+
+CLOCK_ONLY = 10**9  # train.max_steps when --max-minutes is the only budget (as in compare)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -98,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise SeqlabError(f"{section}: expected a section of key: value pairs, got "
                                   f"{node!r}")
             node[key] = value
+    if args.max_minutes is not None and not args.resume and "max_steps" not in raw["train"]:
+        raw["train"]["max_steps"] = CLOCK_ONLY  # --max-minutes alone: the clock is the budget
     exp = resolve(raw)
     out = args.out or _default_out(exp.model_name)
     _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)
