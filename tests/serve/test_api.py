@@ -82,8 +82,10 @@ def test_models_lists_each_run_with_its_task_and_endpoints(api: TestClient) -> N
     assert set(data) == {"lm", "rev", "tagger"}
     assert data["lm"]["task"] == "lm" and data["lm"]["cell"] == "lstm"
     assert data["lm"]["layers"] == 2 and data["lm"]["hidden"] == 24
-    assert data["lm"]["endpoints"] == ["generate", "score", "completions", "inspect"]
-    assert data["rev"]["endpoints"] == ["translate"] and data["tagger"]["endpoints"] == ["tag"]
+    assert data["lm"]["endpoints"] == ["generate", "score", "completions", "predict",
+                                       "inspect"]
+    assert data["rev"]["endpoints"] == ["translate", "predict"]
+    assert data["tagger"]["endpoints"] == ["tag", "predict"]
 
 
 def test_playground_and_openapi_are_served_and_nothing_comes_from_the_internet(
@@ -470,3 +472,62 @@ def test_load_run_and_task_agree_with_the_served_runs(serve_runs: dict[str, Path
     for name, path in serve_runs.items():
         model, config = load_run(path)
         assert task_of(model, config).name == runs[name].task.name
+
+
+# --- /predict: every task whose inputs are text ---------------------------------------------
+PREDICT_INPUTS = {  # a few input lines per task, as `seqlab predict` reads them
+    "music": ["[[60, 64], [62]]", "[[60]]"], "lm": ["the c", "on "],
+    "seq2seq": ["a b", "c d e"], "parity": ["0110", "1"],
+    "series": ["0.1 0.2", "0.2 0.3"], "tagging": ["a bb c", "d"],
+    "tree": ["(1 (0 a) (1 b))", "(0 c)"], "memory": ["10110011 00001111", "11110000"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(PREDICT_INPUTS))
+def test_predict_answers_for_every_text_task_as_the_cli_does(
+        task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.tasks.test_task_layer import NO_FILE, TASK_ARGS
+
+    from seqlab import tasks
+    from seqlab.serve.runs import NO_PREDICT
+
+    assert set(PREDICT_INPUTS) == set(tasks.TASKS) - NO_PREDICT  # a new task gets a case here
+    out = tmp_path / "run"
+    if task in TASK_ARGS:
+        model, text, extra = TASK_ARGS[task]
+        data = tmp_path / "data.txt"
+        data.write_text(text, encoding="utf-8")
+        extra = ["--data", str(data), *extra]
+    else:  # generated data
+        model, extra = NO_FILE[task]
+    assert main(["train", "--model", model, "--out", str(out), *extra]) == 0
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("\n".join(PREDICT_INPUTS[task]) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", str(out), "--input", str(inputs)]) == 0
+    printed = capsys.readouterr().out
+    with client(load_runs([f"m={out}"])) as c:
+        assert "predict" in c.get("/v1/models").json()["data"][0]["endpoints"]
+        r = c.post("/predict", json={"inputs": PREDICT_INPUTS[task]})
+        assert r.status_code == 200, r.text
+        outputs = r.json()["outputs"]
+        assert r.json()["task"] == task and outputs  # (series: one forecast after them all)
+        assert "".join(f"{o}\n" for o in outputs) == printed  # the CLI prints one per line
+        assert_error(c.post("/predict", json={"inputs": ["x" * 5000]}), 422)  # prompt limit
+        if task == "lm":
+            assert_error(c.post("/predict", json={"inputs": ["a"],
+                                                  "options": {"length": 10**6}}), 422)
+            bad = c.post("/predict", json={"inputs": ["a"], "options": {"nope": 1}})
+            assert "nope" in assert_error(bad, 422)  # the task's own one-line error
+
+
+def test_predict_is_not_offered_where_inputs_name_server_files(tmp_path: Path) -> None:
+    """image2seq reads the image files its input lines name: not something a client chooses."""
+    out = tmp_path / "im"
+    assert main(["train", "--model", "im2latex", "--out", str(out), "train.max_steps=1",
+                 "data.n_train=8", "data.n_valid=2", "data.n_test=2", "model.hidden=8",
+                 "model.channels=8", "model.emb_dim=4", "train.batch_size=2",
+                 "train.progress=false"]) == 0
+    with client(load_runs([str(out)])) as c:
+        assert c.get("/v1/models").json()["data"][0]["endpoints"] == []
+        assert "not for it" in assert_error(c.post("/predict", json={"inputs": ["/etc/x"]}), 400)

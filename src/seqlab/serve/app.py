@@ -8,6 +8,7 @@
     POST /inspect           recurrent LMs: activations per layer/unit and gate saturation
     POST /translate         seq2seq runs: n-best translations and the attention matrix
     POST /tag               tagging runs: Viterbi tags and per-token marginals
+    POST /predict           any task whose inputs are text: its ``predict``, as ``seqlab predict``
     GET  /docs              the OpenAPI page (/openapi.json is the schema)
 
 Generation goes through one `Batcher` per model (continuous batching), stepped on the event
@@ -107,6 +108,17 @@ class TranslateRequest(Body):
 
 class TagRequest(Body):
     text: str = Field(description="one sentence, whitespace-tokenised")
+
+
+class PredictRequest(Body):
+    inputs: list[str] = Field(description="the lines `seqlab predict` would read, one per item")
+    options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="the task's predict options, e.g. sample.* keys for "
+        "a language model or steps/seed for music")
+
+
+# The options that set how much a task generates, held to the server's max_tokens.
+LENGTH_OPTIONS = ("length", "steps", "max_len")
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -430,6 +442,23 @@ def _routes(app: FastAPI, server: Server) -> None:
         server.check_length("text", len(words))
         return {"model": run.name,
                 **await server.compute(lambda: analysis.tag(run.model, words))}
+
+
+    @app.post("/predict")
+    async def predict(req: PredictRequest) -> dict[str, Any]:
+        """Any task whose inputs are text (not file names): ``task.predict`` on the inputs,
+        one output per input, exactly as ``seqlab predict RUN`` prints them."""
+        run = server.run(req.model, "predict")
+        for i, line in enumerate(req.inputs):
+            server.check_length(f"inputs[{i}]", len(line))  # characters: at least the tokens
+        for key in LENGTH_OPTIONS:
+            value = req.options.get(key)
+            if isinstance(value, int | float) and value > limits.max_tokens:
+                raise fail(422, f"options.{key}: {value} is more than the server's max_tokens "
+                                f"{limits.max_tokens}")
+        outputs = await server.compute(
+            lambda: run.task.predict(run.model, req.inputs, **req.options))
+        return {"model": run.name, "task": run.task.name, "outputs": outputs}
 
 
 def stream_error(e: Exception, what: str) -> dict[str, Any]:

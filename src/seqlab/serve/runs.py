@@ -20,6 +20,9 @@ from seqlab.tasks.base import Task
 # What each served task can answer, by endpoint (the playground reads this from /v1/models).
 ENDPOINTS = {"lm": ("generate", "score", "completions"), "seq2seq": ("translate",),
              "tagging": ("tag",)}
+# Every other task answers /predict, except those whose predict inputs name files on the
+# server's disk (a client must not choose which files the server reads) or that write files.
+NO_PREDICT = {"image2seq", "audio"}
 
 
 @dataclass
@@ -77,6 +80,8 @@ def load_runs(specs: Sequence[str], device: str | None = None) -> dict[str, Serv
             model.eval()  # serving never trains: dropout off for every request
         task = task_of(model, config)
         endpoints = ENDPOINTS.get(task.name, ())
+        if task.name not in NO_PREDICT:
+            endpoints = (*endpoints, "predict")
         if isinstance(model, RecurrentLM):
             endpoints = (*endpoints, "inspect")
         runs[name] = Served(name, path, model, config, task, endpoints)
