@@ -7,8 +7,8 @@
 #   benchmarks/leaderboard/run.sh full       # the protocol (~80 CPU-hours)
 #
 # Environment overrides: DATASETS ("tinyshakespeare ptb"), PARAMS ("500k 2M"), FAMILIES,
-# SEEDS, MINUTES. Each family trains in its own `seqlab compare` invocation, started at once and
-# each waiting for a CPU slot (SLOT, default /tmp/seqlab-slot when it exists), so two run side
+# SEEDS, MINUTES, EVAL_INTERVAL (steps between validations, default 50). Each family trains
+# in its own `seqlab compare` invocation, started at once and each waiting for a CPU slot (SLOT, default /tmp/seqlab-slot when it exists), so two run side
 # by side on a 2-core machine; `--resume` keeps the runs a previous invocation finished. A last
 # invocation over all families (every run reused) writes the leaderboard, and record.py copies
 # it here with the machine description.
@@ -24,7 +24,8 @@ else
 fi
 SLOT=${SLOT:-$( [ -x /tmp/seqlab-slot ] && echo /tmp/seqlab-slot || echo "" )}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-TRAIN=(train.threads=1 train.progress=false train.eval_interval=50 train.log_interval=10)
+TRAIN=(train.threads=1 train.progress=false "train.eval_interval=${EVAL_INTERVAL:-50}"
+       train.log_interval=10)
 
 data_args() {
     case $1 in
