@@ -9,8 +9,8 @@
 # Environment overrides: DATASETS ("tinyshakespeare ptb"), PARAMS ("500k 2M"), FAMILIES,
 # SEEDS, MINUTES, EVAL_INTERVAL (steps between validations, default 50). Each family trains
 # in its own `seqlab compare` invocation, started at once and each waiting for a CPU slot
-# (SLOT, default /tmp/seqlab-slot when it exists), so two run side by side on a 2-core machine; `--resume` keeps the runs a previous invocation finished. A last
-# invocation over all families (every run reused) writes the leaderboard, and record.py copies
+# (SLOT, default /tmp/seqlab-slot when it exists), so two run side by side on a 2-core machine;
+# `--resume` keeps the runs a previous invocation finished. A last invocation over all families (every run reused) writes the leaderboard, and record.py copies
 # it here with the machine description.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
