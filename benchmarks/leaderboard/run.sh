@@ -10,8 +10,9 @@
 # SEEDS, MINUTES, EVAL_INTERVAL (steps between validations, default 50). Each family trains
 # in its own `seqlab compare` invocation, started at once and each waiting for a CPU slot
 # (SLOT, default /tmp/seqlab-slot when it exists), so two run side by side on a 2-core machine;
-# `--resume` keeps the runs a previous invocation finished. A last invocation over all families (every run reused) writes the leaderboard, and record.py copies
-# it here with the machine description.
+# `--resume` keeps the runs a previous invocation finished. A last invocation over all families
+# (every run reused) writes the leaderboard, and record.py copies it here with the machine
+# description.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODE=${1:-reduced}
