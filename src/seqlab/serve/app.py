@@ -443,7 +443,6 @@ def _routes(app: FastAPI, server: Server) -> None:
         return {"model": run.name,
                 **await server.compute(lambda: analysis.tag(run.model, words))}
 
-
     @app.post("/predict")
     async def predict(req: PredictRequest) -> dict[str, Any]:
         """Any task whose inputs are text (not file names): ``task.predict`` on the inputs,
