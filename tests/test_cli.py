@@ -79,7 +79,7 @@ def test_ngram_train_and_word_level(tmp_path: Path, tiny_text: Path,
 def test_max_minutes_alone_is_the_budget(tmp_path: Path, tiny_text: Path) -> None:
     """``--max-minutes M`` without a step budget trains for M minutes, not for the default
     train.max_steps; with one, the first budget reached ends the run."""
-    from seqlab.cli import CLOCK_ONLY
+    from seqlab.run import CLOCK_ONLY
 
     def train_cfg(out: Path) -> dict:
         return json.loads((out / "config.json").read_text())["train"]

@@ -89,16 +89,13 @@ def compare(models: list[str] | str, data: str | Path | None = None, *, out: str
     rows, best first (also saved in `out`)."""
     from seqlab import leaderboard as cmp
     from seqlab.config import from_dict
-    from seqlab.run import TrainConfig
+    from seqlab.run import TrainConfig, set_budget
 
     specs = cmp.parse_specs(models)
     task = cmp.task_of(specs)
     data_raw = {**(data_config or {}), **({"path": str(data)} if data else {})}
     train_raw = dict(train or {})
-    if max_minutes is not None:
-        train_raw.update(max_minutes=max_minutes, max_steps=max_steps or 10**9)
-    elif max_steps is not None:
-        train_raw["max_steps"] = max_steps
+    set_budget(train_raw, max_minutes, max_steps)
     rows = cmp.compare(specs, from_dict(task.DataConfig, data_raw, prefix="data."),
                        from_dict(TrainConfig, train_raw, prefix="train."), out)
     return cmp.ranked(rows, task)

@@ -84,12 +84,10 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
 }
 
 
-CLOCK_ONLY = 10**9  # train.max_steps when --max-minutes is the only budget (as in compare)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from seqlab.config import apply_overrides, load_file
     from seqlab.experiment import resolve, train
+    from seqlab.run import set_budget
 
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
         return _launch(args.nproc, args.argv)
@@ -102,8 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise SeqlabError(f"{section}: expected a section of key: value pairs, got "
                                   f"{node!r}")
             node[key] = value
-    if args.max_minutes is not None and not args.resume and "max_steps" not in raw["train"]:
-        raw["train"]["max_steps"] = CLOCK_ONLY  # --max-minutes alone: the clock is the budget
+    if not args.resume:  # a resumed run keeps its stored step budget
+        set_budget(raw.get("train", {}), args.max_minutes, args.max_steps)
     exp = resolve(raw)
     out = args.out or _default_out(exp.model_name)
     _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)

@@ -40,7 +40,7 @@ from seqlab import models, tasks
 from seqlab.config import apply_overrides, from_dict, parse_value, to_dict
 from seqlab.errors import SeqlabError
 from seqlab.io import atomic_open, load_tensors, read_json, write_json
-from seqlab.run import TrainConfig
+from seqlab.run import TrainConfig, set_budget
 from seqlab.tasks.base import Task
 
 
@@ -427,11 +427,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ("path", args.data), ("valid", args.valid), ("test", args.test), ("level", args.level))
         if v is not None}}
     train_raw = dict(raw.get("train", {}))
-    if args.max_minutes is not None:
-        train_raw["max_minutes"] = args.max_minutes
-        train_raw.setdefault("max_steps", args.max_steps or 10**9)  # the clock is the budget
-    if args.max_steps is not None:
-        train_raw["max_steps"] = args.max_steps
+    set_budget(train_raw, args.max_minutes, args.max_steps)
     task = task_of(specs)
     data: Any = from_dict(task.DataConfig, data_raw, prefix="data.")
     train = from_dict(TrainConfig, train_raw, prefix="train.")

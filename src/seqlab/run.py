@@ -117,6 +117,21 @@ _TRAIN_NULLABLE_RULES = {  # None switches these off
 }
 
 
+CLOCK_ONLY = 10**9  # train.max_steps when minutes are the only budget: the clock ends the run
+
+
+def set_budget(train_raw: dict[str, Any], max_minutes: float | None, max_steps: int | None
+               ) -> None:
+    """The budget options (``--max-minutes``, ``--max-steps``) into a raw ``train`` section.
+    Minutes without a step budget (here or already in the section) make the clock the budget:
+    max_steps becomes `CLOCK_ONLY` and the schedule is paced by the time fraction."""
+    if max_steps is not None:
+        train_raw["max_steps"] = max_steps
+    if max_minutes is not None:
+        train_raw["max_minutes"] = max_minutes
+        train_raw.setdefault("max_steps", CLOCK_ONLY)
+
+
 def trainer_only_keys() -> set[str]:
     """The ``train`` keys that only the torch trainer reads (optimiser and batching)."""
     return {f.name for cls in (OptimConfig, BatchConfig) for f in dataclasses.fields(cls)}

@@ -117,8 +117,9 @@ class PredictRequest(Body):
         "a language model or steps/seed for music")
 
 
-# The options that set how much a task generates, held to the server's max_tokens.
-LENGTH_OPTIONS = ("length", "steps", "max_len")
+# The options that set how much a task generates, held to the server's max_tokens: sample.length
+# (language models), steps (music), decode.max_len_b (seq2seq's output limit beyond a * source).
+LENGTH_OPTIONS = ("length", "steps", "max_len_b")
 
 
 # --- errors ----------------------------------------------------------------------------------
