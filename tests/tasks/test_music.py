@@ -153,6 +153,9 @@ def test_cli_train_eval_sample_round_trip(tmp_path: Path, capsys) -> None:
     notes = [m for m in mido.MidiFile(str(midi)).tracks[0] if m.type == "note_on"]
     assert notes and all(LOW <= m.note < LOW + KEYS for m in notes)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["music-sample", str(out), "--prompt-from", str(data), "--prompt-steps", "6",
+                 "--steps", "10", "--out", str(tmp_path / "y")]) == 0  # no extension given
+    assert (tmp_path / "y.mid").read_bytes() == midi.read_bytes() and (tmp_path / "y.png").exists()
     data.write_text(json.dumps({"train": [[[10]]]}), encoding="utf-8")
     assert main(["eval", str(out), "--data", str(data)]) == 2
     assert "rolls.json" in capsys.readouterr().err

@@ -14,9 +14,10 @@ from seqlab import models
 from seqlab.cli import main
 from seqlab.data import listops
 from seqlab.data.trees import parse_tree
+from seqlab.errors import SeqlabError
 from seqlab.models.treenet import TreeVocab, leaf_sequences
 from seqlab.tasks.base import BatchSource
-from seqlab.tasks.trees import TreeBatcher, binary_accuracy, build_vocab, make_batch
+from seqlab.tasks.trees import TreeBatcher, binary_accuracy, build_vocab, make_batch, to_polarity
 
 TINY = ["train.batch_size=16", "train.progress=false", "train.eval_interval=10",
         "train.lr=1e-2", "model.hidden=12", "model.emb_dim=12"]
@@ -76,6 +77,36 @@ def test_binary_accuracy_drops_neutral_roots_and_compares_polarity() -> None:
     pred = np.array([1, 3, 0, 4, 2, 3, 0])
     # kept: gold 0 (pred 1: right), 1 (3: wrong), 3 (4: right), 4 (2: neutral, wrong), 4 (3)
     assert binary_accuracy(pred, gold) == pytest.approx(3 / 5)
+
+
+def test_polarity_maps_labels_and_drops_neutral_roots() -> None:
+    trees = [parse_tree(t) for t in SST]
+    binary = to_polarity(trees, "sst.txt")
+    assert [t.label for t in binary] == [1, 0, 1, 0]  # the neutral-root "the film" is left out
+    assert [n.label for n in binary[0].nodes()] == [None, 1, None, 1, 1]  # a good film
+    assert [n.label for n in trees[0].nodes()] == [2, 3, 2, 4, 3]  # the input is not changed
+    with pytest.raises(SeqlabError, match=r"sst\.txt: data\.polarity expects SST.s labels 0\.\.4"):
+        to_polarity([parse_tree("(7 (2 a) (3 b))")], "sst.txt")
+
+
+def test_polarity_run_is_a_two_class_model_that_eval_reads_the_same_way(
+        tmp_path: Path, capsys) -> None:
+    data = tmp_path / "sst.txt"
+    data.write_text("\n".join(SST * 8) + "\n", encoding="utf-8")
+    out = tmp_path / "pol"
+    assert run("train", "--model", "tree-lstm", "--data", data, "--out", out,
+               "model.encoder=binary", "data.polarity=true", "train.max_steps=60", *TINY,
+               "train.warmup_steps=0",
+               "data.valid_fraction=0.25", "data.test_fraction=0.25") == 0
+    model = models.load(out / "best.safetensors")
+    assert model.num_classes == 2 and model.vocab.polarity
+    capsys.readouterr()
+    assert run("eval", out, "--data", data, "--json") == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["trees"] == 32 and result["binary_accuracy"] is None  # 8 neutral roots out
+    assert result["root_accuracy"] == 1.0  # 4 distinct sentences learned by heart
+    assert run("predict", out, "--input", data) == 0
+    assert capsys.readouterr().out.split() == ["1", "0", "1", "1", "0"] * 8
 
 
 def test_malformed_tree_file_is_one_line_error_and_leaves_no_run(tmp_path: Path,

@@ -70,10 +70,13 @@ class TreeNetConfig:
 @dataclass
 class TreeVocab:
     """The words of the trees and the number of label classes; JSON
-    ``{"words": {"level": "word", "tokens": [...]}, "classes": C}``."""
+    ``{"words": {"level": "word", "tokens": [...]}, "classes": C}``, plus ``"polarity": true``
+    for a model of SST's binary task, whose files keep their 5 classes (see
+    `seqlab.tasks.trees.to_polarity`)."""
 
     words: Vocab
     classes: int
+    polarity: bool = False  # the data's 5 sentiment classes are read as negative/positive
 
     def __len__(self) -> int:
         return len(self.words)
@@ -83,14 +86,17 @@ class TreeVocab:
         return self.words.index.get(word, self.words.unk_id or 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"words": self.words.to_json(), "classes": self.classes}
+        obj = {"words": self.words.to_json(), "classes": self.classes}
+        return {**obj, "polarity": True} if self.polarity else obj
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> TreeVocab:
-        if not isinstance(obj, dict) or set(obj) != {"words", "classes"}:
-            raise SeqlabError(f"tree vocabulary JSON must have keys words and classes, got "
-                              f"{obj!r:.80}")
-        return cls(Vocab.from_json(obj["words"]), int(obj["classes"]))
+        if not isinstance(obj, dict) or not {"words", "classes"} <= set(obj) <= {
+                "words", "classes", "polarity"}:
+            raise SeqlabError(f"tree vocabulary JSON must have keys words and classes (and "
+                              f"optionally polarity), got {obj!r:.80}")
+        return cls(Vocab.from_json(obj["words"]), int(obj["classes"]),
+                   bool(obj.get("polarity", False)))
 
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_json())

@@ -298,7 +298,7 @@ class PolyphonicMusic:
         s.add_argument("--temperature", type=float, default=1.0)
         s.add_argument("--step-seconds", type=float, default=0.25,
                        help="duration of one time step in the MIDI file (default 0.25)")
-        s.add_argument("--out", required=True, help="MIDI file to write")
+        s.add_argument("--out", required=True, help="MIDI file to write (.mid added if missing)")
         s.add_argument("--png", help="piano-roll picture (default: --out with .png)")
         return {"music-sample": cmd_music_sample}
 
@@ -374,8 +374,11 @@ def cmd_music_sample(args: Any) -> int:
         raise SeqlabError(f"{args.run}: expected a music run")
     prompt = _prompt(args)
     roll = model.generate(prompt, args.steps, seed=args.seed, temperature=args.temperature)
-    png = args.png or str(Path(args.out).with_suffix(".png"))
-    write_midi(roll, args.out, args.step_seconds)
+    midi = Path(args.out)
+    if midi.suffix.lower() not in (".mid", ".midi"):  # players go by the extension
+        midi = midi.with_name(midi.name + ".mid")
+    png = args.png or str(midi.with_suffix(".png"))
+    write_midi(roll, str(midi), args.step_seconds)
     draw_roll(roll, png, len(prompt), f"{model.name}: {len(prompt)} prompt + {args.steps} steps")
-    print(f"wrote {args.out} and {png} ({len(prompt)} prompt steps, {args.steps} generated)")
+    print(f"wrote {midi} and {png} ({len(prompt)} prompt steps, {args.steps} generated)")
     return 0

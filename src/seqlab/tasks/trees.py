@@ -21,8 +21,10 @@ Metrics: ``root_accuracy`` (selects the best checkpoint), ``node_accuracy`` over
 node (None for the baseline, which labels roots only) and, for 5-class data (SST),
 ``binary_accuracy``: over the roots whose gold label is not neutral (2), the share whose
 *5-way* prediction has the gold polarity (0-1 negative, 3-4 positive; a predicted 2 is wrong).
-This scores the fine-grained model on the binary task; Tai et al. instead train a separate
-2-class model on the non-neutral sentences, which scores a little higher.
+This scores the fine-grained model on the binary task. Tai et al. instead train a separate
+2-class model on the non-neutral sentences: ``data.polarity=true`` (`to_polarity`), whose
+``root_accuracy`` is then the binary accuracy as the papers define it. The run remembers it,
+so ``seqlab eval RUN --data test.txt`` reads a 5-class file the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class TreeConfig(SplitConfig):
     path: str = "listops"  # a trees file, a ListOps .tsv, or "listops" to generate
     format: Literal["auto", "ptb", "listops"] = "auto"  # auto: .tsv files are ListOps
     labels: Literal["nodes", "root"] = "nodes"  # train on every labelled node, or roots only
+    polarity: bool = False  # SST's binary task: classes 0-1 -> 0, 3-4 -> 1, neutral unlabelled
     examples: int = 2000  # generated expressions (train, valid and test together)
     max_depth: int = 6  # generator: operators nest at most this deep
     max_args: int = 5  # generator: an operator takes 2..max_args arguments
@@ -101,6 +104,21 @@ def read(path: str, fmt: str, model: Any) -> list[Tree]:
 def _generate(cfg: TreeConfig, model: Any) -> list[Tree]:
     exprs = listops.generate(cfg.examples, cfg.seed, cfg.generator())
     return [listops_tree(e, binary=_binary_form(model)) for e in exprs]
+
+
+def to_polarity(trees: Sequence[Tree], where: str) -> list[Tree]:
+    """SST's binary task as Tai et al. (2015) set it: every node's 5-way sentiment becomes its
+    polarity (0-1 -> 0 negative, 3-4 -> 1 positive), neutral nodes (2) lose their label, and
+    trees whose root is neutral are left out."""
+    top = _max_label(trees)
+    if top > 4:
+        raise SeqlabError(f"{where}: data.polarity expects SST's labels 0..4, got label {top}")
+
+    def relabel(node: Tree) -> Tree:  # SST trees are at most ~30 levels deep
+        label = None if node.label in (None, 2) else int(node.label > 2)
+        return replace(node, label=label, children=tuple(relabel(c) for c in node.children))
+
+    return [relabel(t) for t in trees if t.label not in (None, 2)]
 
 
 def _max_label(trees: Sequence[Tree]) -> int:
@@ -278,13 +296,21 @@ class TreeTask:
         held = main[n_train:]
         valid = read(cfg.valid, cfg.format, model) if cfg.valid else held[:n_valid]
         test = read(cfg.test, cfg.format, model) if cfg.test else held[n_valid:]
+        main = main[:n_train]
+        if cfg.polarity:
+            main, valid, test = (to_polarity(s, w or cfg.path) for s, w in (
+                (main, cfg.path), (valid, cfg.valid), (test, cfg.test)))
         if vocab is None:
             classes = getattr(model, "classes", 0) or 1 + max(
                 _max_label(s) for s in (main, valid, test))
-            vocab = build_vocab(main[:n_train], classes, cfg.min_count, cfg.max_vocab)
+            vocab = build_vocab(main, classes, cfg.min_count, cfg.max_vocab)
+            vocab.polarity = cfg.polarity
+        elif vocab.polarity != cfg.polarity:
+            raise SeqlabError(f"data.polarity: the run was trained with {vocab.polarity}, got "
+                              f"{cfg.polarity}")
         for split, where in ((main, cfg.path), (valid, cfg.valid), (test, cfg.test)):
             _check_labels(split, vocab.classes, where or cfg.path)
-        return Splits(vocab, main[:n_train], valid, test)
+        return Splits(vocab, main, valid, test)
 
     def save_vocab(self, vocab: TreeVocab, path: Path) -> None:
         vocab.save(path)
@@ -315,6 +341,8 @@ class TreeTask:
 
     def read_eval_file(self, model: Any, path: str, workdir: Path) -> list[Tree]:
         trees = read(path, "auto", model.config)
+        if model.vocab.polarity:
+            trees = to_polarity(trees, path)
         _check_labels(trees, model.num_classes, path)
         return trees
 
