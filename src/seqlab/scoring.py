@@ -97,8 +97,8 @@ def validator(model: Any, valid: np.ndarray | None) -> Callable[[], dict[str, fl
         if bits > 4 * uniform + 1:
             raise TrainingDiverged(
                 f"training stopped: validation reached {bits:.4g} bits/token, far above the "
-                f"uniform distribution's {uniform:.2f}; the run diverged and nothing was saved "
-                "(a checkpoint written before is kept). Try a lower train.lr")
+                f"uniform distribution's {uniform:.2f}; the run diverged, this step was not saved "
+                "and earlier checkpoints are kept. Try a lower train.lr")
         return {"bits_per_token": bits, "bits_per_char": scored.bits_per_char}
 
     return validate
