@@ -143,7 +143,7 @@ def test_non_finite_weights_are_never_written(tmp_path: Path, text: Path,
     cb = Poison(out, 5, lambda m: first_param(m).view(-1)[0].fill_(math.nan))
     err = train_poisoned(monkeypatch, capsys, text, out, cb, "data.valid_fraction=0")
     assert "training stopped: the weights became non-finite (model." in err, err
-    assert "nothing was saved" in err
+    assert "this step was not saved" in err
     assert snapshot(out) == cb.before
     assert finite(out / "best.safetensors") and finite(out / "last.safetensors")
 
@@ -156,7 +156,7 @@ def test_divergence_without_nan_is_stopped(tmp_path: Path, text: Path, capsys) -
                          "--max-steps", 60, "train.lr=1e6", "train.warmup_steps=1", *KEYS)
     assert "training stopped: validation reached " in err, err
     assert "bits/token, far above the uniform distribution's 4.00" in err  # 16 symbols
-    assert "nothing was saved" in err
+    assert "this step was not saved" in err
     assert not (out / "best.safetensors").exists() and not (out / "last.safetensors").exists()
 
 
