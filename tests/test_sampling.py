@@ -1,4 +1,4 @@
-"""The sampler's filters: temperature, top-k, top-p, greedy."""
+"""The sampler's filters: temperature, top-k, top-p, greedy; and rows drawn together."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqlab.errors import SeqlabError
-from seqlab.sampling import SampleConfig, filter_logits, pick
+from seqlab.sampling import SampleConfig, filter_logits, pick, pick_rows, plain
 
 
 def test_top_k_keeps_k_largest() -> None:
@@ -51,3 +51,23 @@ def test_sampling_frequencies_follow_probabilities() -> None:
 def test_bad_settings(bad: dict) -> None:
     with pytest.raises(SeqlabError):
         SampleConfig(**bad)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.3])
+def test_pick_rows_equals_pick_row_by_row(temperature: float) -> None:
+    # Sharp, flat and mixed rows, drawn many times: every token equals `pick`'s with a copy of
+    # the row's generator, and both generators end in the same state.
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(6, 65) * s for s in (0.1, 1.0, 5.0)])  # (18, 65)
+    temps = [temperature if b % 2 else 1.0 for b in range(len(logits))]
+    gens = [torch.Generator().manual_seed(100 + b) for b in range(len(logits))]
+    ref = [torch.Generator().manual_seed(100 + b) for b in range(len(logits))]
+    for _ in range(30):
+        got = pick_rows(logits, temps, gens)
+        want = [pick(logits[b], SampleConfig(temperature=temps[b]), ref[b])
+                for b in range(len(logits))]
+        assert got == want
+    assert all(torch.equal(g.get_state(), r.get_state()) for g, r in zip(gens, ref, strict=True))
+    assert len({tuple(pick_rows(logits, temps, gens)) for _ in range(3)}) > 1  # random draws
+    assert plain(SampleConfig(temperature=0.5)) and not plain(SampleConfig(top_k=3))
+    assert not plain(SampleConfig(greedy=True)) and not plain(SampleConfig(temperature=0))

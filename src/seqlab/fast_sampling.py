@@ -15,8 +15,8 @@ instead:
 
 It runs the same weights as the model (no copy of the checkpoint, a derived cache), in the
 model's dtype, and equals ``model.forward`` up to floating-point summation order (the tests
-compare logits in float64 and float32). `stream` draws from the logits with the sampler's own
-`seqlab.sampling.pick`, so a seed gives the same tokens as the protocol path.
+compare logits in float64 and float32). It only computes logits: `seqlab.sampling` draws from
+them with its own `pick`, so a seed gives the same tokens as the protocol path.
 
 Any other language model (the conv stacks with their queues, the window and Transformer
 families, n-grams) goes through `ModuleStepper` for batched steps (``forward`` on one column
@@ -25,7 +25,7 @@ under inference mode) or through the protocol's ``step`` for batch 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -300,62 +300,6 @@ def stepper(model: Any, batch_size: int = 1) -> RecurrentStepper | ModuleStepper
         return ModuleStepper(model, batch_size)
     finally:
         model.train(was)
-
-
-def stream(model: Any, prompt: np.ndarray | list[int], cfg: Any, gen: torch.Generator
-           ) -> Iterator[int]:
-    """`seqlab.sampling.stream` on a stepper: the same tokens for the same seed, faster.
-
-    The prompt is primed through ``model.prime`` (one full forward pass), then each token is
-    one fused step and one draw with the sampler's `pick`.
-    """
-    from seqlab.sampling import pick
-
-    logits, state = model.prime(prompt)
-    st = stepper(model, 1)
-    st.load_state(state)
-    tok = torch.zeros(1, dtype=torch.long, device=logits.device)
-    for i in range(cfg.length):
-        t = pick(logits, cfg, gen)
-        yield t
-        if i + 1 < cfg.length:
-            tok.fill_(t)
-            logits = st.step(tok)[0]
-
-
-def plain(cfg: Any) -> bool:
-    """Whether `pick` draws from `cfg` with temperature alone (no top-k/top-p, not greedy):
-    the rows `pick_rows` draws together."""
-    return not (cfg.greedy or cfg.temperature == 0 or cfg.top_k is not None
-                or (cfg.top_p is not None and cfg.top_p < 1))
-
-
-def pick_rows(logits: torch.Tensor, temperatures: Sequence[float],
-              gens: Sequence[torch.Generator]) -> list[int]:
-    """One token per row of logits (B, V), row b drawn with its own generator: the same tokens
-    as ``pick(logits[b], cfg_b, gens[b])`` for each row whose cfg is `plain`, in a few batched
-    ops instead of a dozen per row.
-
-    ``torch.multinomial`` draws one sample as ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from
-    the generator over the row (the Gumbel-max trick in its exponential form); this does the
-    same, with only the ``exponential_`` draw per row. The softmax and the division are
-    elementwise/row-wise kernels, so each row's numbers equal the 1-D computation
-    (tests/test_fast_sampling.py checks the tokens against `pick`). Non-finite probabilities
-    fall back to `pick` row by row, which raises as the sampler does.
-    """
-    from seqlab.sampling import SampleConfig, pick
-
-    B = logits.shape[0]
-    t = torch.tensor([max(float(x), 1e-8) for x in temperatures], dtype=torch.float32)
-    with torch.inference_mode():
-        probs = (logits.float().cpu() / t[:, None]).softmax(-1)  # (B, V)
-        q = torch.empty_like(probs)
-        for b in range(B):
-            q[b].exponential_(1, generator=gens[b])
-        if not bool(torch.isfinite(probs).all()):
-            return [pick(logits[b], SampleConfig(temperature=float(temperatures[b])), gens[b])
-                    for b in range(B)]
-        return probs.div_(q).argmax(-1).tolist()
 
 
 def sample_batch(model: Any, prompts: Sequence[Sequence[int]], length: int, *,

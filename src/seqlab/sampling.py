@@ -1,18 +1,22 @@
-"""One sampler for every language model, through ``initial_state`` / ``step``.
+"""One sampler for every language model, through ``prime`` / ``step``.
 
 Prompt priming, temperature, top-k, top-p (nucleus) and greedy decoding. Randomness comes from
-an explicit `torch.Generator`, so a seed gives the same text on every run.
+an explicit `torch.Generator`, so a seed gives the same text on every run. Recurrent LMs step
+through `seqlab.fast_sampling`'s fused cells; the drawing is this module's alone (`pick`, and
+`pick_rows` for several rows at once), so both paths give the same tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from seqlab.config import check_range
+from seqlab.fast_sampling import stepper, supports
 from seqlab.protocol import LanguageModel
 
 
@@ -68,25 +72,72 @@ def pick(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> int:
     return int(torch.multinomial(probs, 1, generator=gen))
 
 
+def plain(cfg: SampleConfig) -> bool:
+    """Whether `pick` draws from `cfg` with temperature alone (no top-k/top-p, not greedy):
+    the rows `pick_rows` draws together."""
+    return not (cfg.greedy or cfg.temperature == 0 or cfg.top_k is not None
+                or (cfg.top_p is not None and cfg.top_p < 1))
+
+
+def pick_rows(logits: torch.Tensor, temperatures: Sequence[float],
+              gens: Sequence[torch.Generator]) -> list[int]:
+    """One token per row of logits (B, V), row b drawn with its own generator: the same tokens
+    as ``pick(logits[b], cfg_b, gens[b])`` for each row whose cfg is `plain`, in a few batched
+    ops instead of a dozen per row.
+
+    ``torch.multinomial`` draws one sample as ``argmax(p / q)`` with ``q ~ Exp(1)`` drawn from
+    the generator over the row (the Gumbel-max trick in its exponential form); this does the
+    same, with only the ``exponential_`` draw per row. The softmax and the division are
+    elementwise/row-wise kernels, so each row's numbers equal the 1-D computation
+    (tests/test_sampling.py checks the tokens against `pick`). Non-finite probabilities
+    fall back to `pick` row by row, which raises as the sampler does.
+    """
+    B = logits.shape[0]
+    t = torch.tensor([max(float(x), 1e-8) for x in temperatures], dtype=torch.float32)
+    with torch.inference_mode():
+        probs = (logits.float().cpu() / t[:, None]).softmax(-1)  # (B, V)
+        q = torch.empty_like(probs)
+        for b in range(B):
+            q[b].exponential_(1, generator=gens[b])
+        if not bool(torch.isfinite(probs).all()):
+            return [pick(logits[b], SampleConfig(temperature=float(temperatures[b])), gens[b])
+                    for b in range(B)]
+        return probs.div_(q).argmax(-1).tolist()
+
+
+Step = Callable[[int, Any], tuple[torch.Tensor, Any]]  # (token, state) -> (logits (V,), state)
+
+
 def stream(
     model: LanguageModel, prompt: np.ndarray | list[int], cfg: SampleConfig, gen: torch.Generator
 ) -> Iterator[int]:
     """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time.
 
-    Recurrent LMs step through `seqlab.fast_sampling` (fused in-place cells, the same tokens
-    for the same seed); every other model through its protocol ``step``.
+    The prompt is primed through ``model.prime`` (one full forward pass). Recurrent LMs then
+    step through `seqlab.fast_sampling` (fused in-place cells, the same tokens for the same
+    seed); every other model through its protocol ``step``.
     """
-    from seqlab import fast_sampling
-
-    if fast_sampling.supports(model):
-        yield from fast_sampling.stream(model, prompt, cfg, gen)
-        return
     logits, state = model.prime(prompt)
+    step: Step = _fused_step(model, state, logits.device) if supports(model) else model.step
     for i in range(cfg.length):
         tok = pick(logits, cfg, gen)
         yield tok
         if i + 1 < cfg.length:
-            logits, state = model.step(tok, state)
+            logits, state = step(tok, state)
+
+
+def _fused_step(model: LanguageModel, state: Any, device: torch.device) -> Step:
+    """``model.step`` on a fused stepper loaded with `state`; the stepper keeps the state
+    itself, in place, so the state handed back is None."""
+    st = stepper(model, 1)
+    st.load_state(state)
+    tok = torch.zeros(1, dtype=torch.long, device=device)
+
+    def step(token: int, _: Any) -> tuple[torch.Tensor, None]:
+        tok.fill_(token)
+        return st.step(tok)[0], None
+
+    return step
 
 
 def sample_text(model: LanguageModel, cfg: SampleConfig) -> Iterator[Iterator[str]]:

@@ -152,7 +152,7 @@ def _head(units: Iterator[np.ndarray | list[str]], n: int, level: Level
           ) -> Iterator[np.ndarray | list[str]]:
     """The first `n` units of a stream; stops reading there."""
     if level == "bpe":
-        pieces = _pieces(units, [n])  # type: ignore[arg-type]  # bpe units are lists of lines
+        pieces = _pieces(_lines(units), [n])
         yield from (lines for _, lines in itertools.takewhile(lambda p: p[0] == 0, pieces))
         return
     for chunk in units:
@@ -160,6 +160,13 @@ def _head(units: Iterator[np.ndarray | list[str]], n: int, level: Level
             return
         yield chunk[:n]
         n -= len(chunk)
+
+
+def _lines(units: Iterable[np.ndarray | list[str]]) -> Iterator[list[str]]:
+    """Units at bpe level, the one level cut at characters: each chunk is a list of lines."""
+    for chunk in units:
+        assert isinstance(chunk, list), "character cuts are made at bpe level only"
+        yield chunk
 
 
 def _pieces(chunks: Iterable[list[str]], cuts: list[int]) -> Iterator[tuple[int, list[str]]]:
@@ -214,7 +221,7 @@ def _encode_pieces(source: Source, vocab: Vocab, out: Path, cuts: list[int] | No
     """`encode_source`, and the tokens of each piece between the character `cuts` (bpe
     level: each piece is encoded on its own)."""
     chunks: Iterable[tuple[int, np.ndarray | list[str]]] = (
-        _pieces(source.units(vocab.level), cuts) if cuts is not None  # type: ignore[arg-type]
+        _pieces(_lines(source.units(vocab.level)), cuts) if cuts is not None
         else ((0, chunk) for chunk in source.units(vocab.level)))
     tokens = [0] * (len(cuts or []) + 1)
     with atomic_open(out) as f:

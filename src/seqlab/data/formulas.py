@@ -29,10 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seqlab.errors import SeqlabError
+
+if TYPE_CHECKING:
+    from matplotlib.mathtext import MathTextParser, RasterParse
 
 WIDTH_STEP = 8  # canvas widths are multiples of this: the image encoder pools by 8
 MARGIN = 2  # blank pixels left of and around the ink
@@ -143,7 +147,7 @@ def generate_rendered(n: int, seed: int, cfg: GrammarConfig = GrammarConfig(),
 
 # --- rendering --------------------------------------------------------------------------------
 @cache
-def _parser() -> object:
+def _parser() -> MathTextParser[RasterParse]:
     from matplotlib.mathtext import MathTextParser
 
     return MathTextParser("agg")
@@ -170,7 +174,7 @@ def render(formula: str) -> np.ndarray | None:
     from matplotlib.font_manager import FontProperties
 
     try:
-        raster = _parser().parse(f"${latex(formula.split())}$", dpi=RENDER_DPI,  # type: ignore[attr-defined]
+        raster = _parser().parse(f"${latex(formula.split())}$", dpi=RENDER_DPI,
                                  prop=FontProperties(size=FONT_SIZE))
     except Exception:  # mathtext raises ValueError, or worse, on arbitrary text
         return None

@@ -28,7 +28,7 @@ import codecs
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -365,35 +365,34 @@ def _iter_words(path: Path) -> Iterator[list[str]]:
     Lines end at "\\n", "\\r\\n" or "\\r", as Python's text files read them. Reading in
     blocks rather than lines bounds the memory even for a file without newlines.
     """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-    carry, offset = "", 0  # carry: the unfinished line at the end of the previous block
-    with path.open("rb") as f:
-        while block := f.read(CHUNK_BYTES):
-            words, carry = _split_lines(carry + _decode(decoder, block, path, offset,
-                                                        level="word"))
-            offset += len(block)
-            if words:
-                yield words
-        words, _ = _split_lines(carry + _decode(decoder, b"", path, offset, True, "word"), True)
-        if words:
-            yield words
+    rest = yield from _split_blocks(path, "word", _split_lines)
+    words, _ = _split_lines(rest, True)
+    if words:
+        yield words
 
 
 def _iter_lines(path: Path, *, document: bool = False) -> Iterator[list[str]]:
     """Lines with their ``"\\n"``, in chunks of about CHUNK_BYTES of text (bpe level). As a
     document (`document`), a last line without a line break gets one."""
+    rest = yield from _split_blocks(path, "bpe", _split_text_lines)
+    if rest:
+        yield _cut_line(rest + "\n", LONG_LINE) if document else [rest]
+
+
+def _split_blocks(path: Path, level: Level, split: Callable[[str], tuple[list[str], str]]
+                  ) -> Generator[list[str], None, str]:
+    """The pieces that `split` finds in the text of `path`, read block by block; each block's
+    unfinished rest (`split`'s second value) is carried into the next. Returns the rest at the
+    end of the file, for the caller to finish."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
     carry, offset = "", 0  # carry: the unfinished line at the end of the previous block
     with path.open("rb") as f:
         while block := f.read(CHUNK_BYTES):
-            lines, carry = _split_text_lines(carry + _decode(decoder, block, path, offset,
-                                                             level="bpe"))
+            pieces, carry = split(carry + _decode(decoder, block, path, offset, level=level))
             offset += len(block)
-            if lines:
-                yield lines
-        carry += _decode(decoder, b"", path, offset, True, "bpe")
-        if carry:
-            yield _cut_line(carry + "\n", LONG_LINE) if document else [carry]
+            if pieces:
+                yield pieces
+    return carry + _decode(decoder, b"", path, offset, True, level)
 
 
 def _split_text_lines(text: str) -> tuple[list[str], str]:

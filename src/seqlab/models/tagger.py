@@ -17,7 +17,7 @@ own (``output="softmax"``, the ablation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -117,7 +117,7 @@ class SequenceTagger(TorchModel):
         self.proj = nn.Linear(self.encoder.output_size, K)
         self.crf = None
         if config.output == "crf":
-            scheme = cast(Literal["BIO", "BIOES"], vocab.scheme)
+            scheme = vocab.scheme
             allowed = bio_constraints(vocab.tags, scheme) if scheme != "none" else ()
             self.crf = LinearChainCRF(K, *allowed)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from seqlab.models.base import without_onednn
-from seqlab.sampling import SampleConfig, pick
+from seqlab.sampling import SampleConfig, pick, pick_rows, plain
 
 END = None  # queued after a row's last token
 PRIMED = 256  # prompts whose primed logits and state are kept (a prompt cache)
@@ -73,6 +73,11 @@ class Generation:
 
     def __post_init__(self) -> None:
         self.gen = torch.Generator().manual_seed(self.cfg.seed)  # as sampling.sample_text
+
+    def primed(self) -> torch.Tensor:
+        """The next-token logits (V,) of a row that has joined."""
+        assert self.logits is not None  # primed at its first boundary
+        return self.logits
 
 
 def batched_step(model: Any, tokens: Sequence[int], states: Sequence[Any]
@@ -246,14 +251,12 @@ class Batcher:
         """Prime the joining rows, then draw one token for every row with its generator: the
         rows sampled with temperature alone together (`pick_rows`, the same tokens as `pick`
         row by row), the others (top-k, top-p, greedy) one by one with `pick`."""
-        from seqlab.fast_sampling import pick_rows, plain
-
         for g in joining:
             g.logits, g.state = self._prime(g.prompt)
         picks = [0] * len(rows)
         together = [i for i, g in enumerate(rows) if plain(g.cfg)]
         if len(together) > 1:
-            logits = torch.stack([rows[i].logits for i in together])  # type: ignore[misc]
+            logits = torch.stack([rows[i].primed() for i in together])  # (B, V)
             drawn = pick_rows(logits, [rows[i].cfg.temperature for i in together],
                               [rows[i].gen for i in together])
             for i, t in zip(together, drawn, strict=True):
@@ -261,10 +264,9 @@ class Batcher:
         else:
             together = []
         for i, g in enumerate(rows):
-            assert g.logits is not None  # primed at its first boundary
             if together and plain(g.cfg):
                 continue
-            picks[i] = pick(g.logits, g.cfg, g.gen)
+            picks[i] = pick(g.primed(), g.cfg, g.gen)
         for g in rows:
             g.picked += 1
         return picks

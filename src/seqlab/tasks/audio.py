@@ -46,7 +46,7 @@ from seqlab.data.splits import Cursor, SplitConfig, Splits
 from seqlab.distributed import World, shard
 from seqlab.errors import SeqlabError
 from seqlab.scoring import ScoreRow
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 
 @dataclass
@@ -157,7 +157,7 @@ class AudioEvaluation(ScoreRow):
 
 
 # --- the task -----------------------------------------------------------------------------------
-class RawAudio:
+class RawAudio(JsonVocabFile, vocab=AudioFormat):
     """Next-sample prediction on 8-bit mu-law audio (the `Task` protocol)."""
 
     name: ClassVar[str] = "audio"
@@ -188,16 +188,6 @@ class RawAudio:
                               "fractions, got none")
         context = model.receptive_field - 1 if model is not None else 0
         return AudioData(vocab or AudioFormat(cfg.sample_rate), train, valid, test, context)
-
-    def save_vocab(self, vocab: AudioFormat, path: Path) -> None:
-        from seqlab.io import write_json
-
-        write_json(path, vocab.to_json())
-
-    def load_vocab(self, path: Path) -> AudioFormat:
-        from seqlab.io import read_json
-
-        return AudioFormat.from_json(read_json(path))
 
     def describe_data(self, data: AudioData) -> str:
         rate = data.vocab.sample_rate

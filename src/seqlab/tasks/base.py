@@ -15,7 +15,8 @@ line in `seqlab.tasks.TASKS`::
         ...
 
 Everything here is a `typing.Protocol`: nothing has to inherit from it, and a type checker
-verifies that each task, model and batch source fits.
+verifies that each task, model and batch source fits. `JsonVocabFile` alone is a default to
+inherit: `Task.save_vocab`/`load_vocab` for a vocabulary that writes itself as JSON.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+
+from seqlab.io import read_json, write_json
 
 if TYPE_CHECKING:
     from seqlab.distributed import World
@@ -160,3 +163,32 @@ class Task(Protocol):
     def add_commands(self, sub: argparse._SubParsersAction) -> dict[str, Callable[..., int]]:
         """The task's own CLI subcommands (e.g. ``translate``); ``{}`` for none."""
         ...
+
+
+class JsonVocab(Protocol):
+    """A vocabulary that writes itself as JSON (`Vocab`, `PairVocab`, `TagVocab`, ...)."""
+
+    def to_json(self) -> Any: ...
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Any: ...
+
+
+class JsonVocabFile:
+    """`Task.save_vocab` and `load_vocab` for a task whose vocabulary class follows `JsonVocab`:
+    the file holds ``to_json()``. The class is named where the task inherits this::
+
+        class Translation(JsonVocabFile, vocab=PairVocab): ...
+    """
+
+    Vocab: ClassVar[type[JsonVocab]]
+
+    def __init_subclass__(cls, *, vocab: type[JsonVocab], **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.Vocab = vocab
+
+    def save_vocab(self, vocab: JsonVocab, path: Path) -> None:
+        write_json(path, vocab.to_json())
+
+    def load_vocab(self, path: Path) -> Any:
+        return self.Vocab.from_json(read_json(path))

@@ -58,7 +58,7 @@ from seqlab.seq2seq.data import (
 from seqlab.seq2seq.metrics import bleu, exact_match, teacher_forced
 from seqlab.seq2seq.search import DecodeConfig, Hypothesis
 from seqlab.seq2seq.search import decode as search
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 GENERATED = "generate"
 
@@ -337,7 +337,7 @@ def attention_png(image: np.ndarray, weights: np.ndarray, tokens: Sequence[str],
 
 
 # --- the task ---------------------------------------------------------------------------------
-class Image2Seq:
+class Image2Seq(JsonVocabFile, vocab=PairVocab):
     """Formula images to LaTeX tokens (the `Task` protocol)."""
 
     name: ClassVar[str] = "image2seq"
@@ -354,12 +354,6 @@ class Image2Seq:
     def prepare(self, cfg: ImageDataConfig, workdir: Path, vocab: PairVocab | None = None,
                 model: Any = None) -> ImageData:
         return prepare(cfg, workdir, vocab, model)
-
-    def save_vocab(self, vocab: PairVocab, path: Path) -> None:
-        vocab.save(path)
-
-    def load_vocab(self, path: Path) -> PairVocab:
-        return PairVocab.load(path)
 
     def describe_data(self, data: ImageData) -> str:
         return (f"{len(data.train):,} formula images (vocabulary {len(data.vocab.tgt)}, "

@@ -24,10 +24,10 @@ from seqlab.data.vocab import LEVELS, Vocab
 from seqlab.distributed import World
 from seqlab.errors import SeqlabError
 from seqlab.scoring import Evaluation, evaluate, validator
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 
-class LanguageModeling:
+class LanguageModeling(JsonVocabFile, vocab=Vocab):
     """Next-token prediction on text (the `Task` protocol)."""
 
     name: ClassVar[str] = "lm"
@@ -50,12 +50,6 @@ class LanguageModeling:
     def prepare(self, cfg: TextConfig, workdir: Path, vocab: Vocab | None = None,
                 model: Any = None) -> Corpus:
         return prepare(cfg, workdir, vocab=vocab)
-
-    def save_vocab(self, vocab: Vocab, path: Path) -> None:
-        vocab.save(path)
-
-    def load_vocab(self, path: Path) -> Vocab:
-        return Vocab.load(path)
 
     def describe_data(self, data: Corpus) -> str:
         return (f"{len(data.train):,} {data.vocab.level} tokens (vocabulary {len(data.vocab)})")

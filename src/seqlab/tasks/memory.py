@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -300,7 +300,8 @@ def generated_set(spec: str, n: int = 1000) -> list[Example]:
     if not (sep and lo.isdigit() and hi.isdigit()):
         raise SeqlabError(f"--data: expected a file, or TASK:MIN-MAX such as copy:30-50, got "
                           f"{spec!r}")
-    cfg = MemoryConfig(task=task, min_len=int(lo), max_len=int(hi))  # type: ignore[arg-type]
+    # Any name may come from the command line: MemoryConfig rejects all but TaskName's.
+    cfg = MemoryConfig(task=cast(TaskName, task), min_len=int(lo), max_len=int(hi))
     return generate(cfg, n, 2)
 
 

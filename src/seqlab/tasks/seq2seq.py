@@ -32,7 +32,7 @@ from seqlab.seq2seq.data import (
 )
 from seqlab.seq2seq.data import DataConfig as PairConfig
 from seqlab.seq2seq.metrics import Seq2SeqEvaluation, evaluate, validation_metrics
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 
 def _max_lens(model_cfg: Any) -> tuple[int, int]:
@@ -44,7 +44,7 @@ def _singletons(train: Pairs | None, field: str, size: int) -> float | None:
     return None if train is None else singleton_share(getattr(train, field), size)
 
 
-class Translation:
+class Translation(JsonVocabFile, vocab=PairVocab):
     """Source-to-target sequence transduction (the `Task` protocol)."""
 
     name: ClassVar[str] = "seq2seq"
@@ -60,12 +60,6 @@ class Translation:
         from seqlab.seq2seq.model import Seq2SeqConfig
 
         return prepare(cfg, _max_lens(model or Seq2SeqConfig()), vocab=vocab)
-
-    def save_vocab(self, vocab: PairVocab, path: Path) -> None:
-        vocab.save(path)
-
-    def load_vocab(self, path: Path) -> PairVocab:
-        return PairVocab.load(path)
 
     def describe_data(self, data: PairData) -> str:
         return (f"{len(data.train):,} pairs (vocabularies {len(data.vocab.src)} / "

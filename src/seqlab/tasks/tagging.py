@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -40,14 +40,14 @@ import torch
 from seqlab.data.splits import Cursor, SplitConfig, Splits
 from seqlab.distributed import World, shard
 from seqlab.errors import SeqlabError
-from seqlab.io import read_json, write_json
 from seqlab.scoring import ScoreRow
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1 of the word and character vocabularies
 MAX_WORD_CHARS = 30  # longer words keep their first 30 characters for the char features
 Format = Literal["auto", "conll", "conllu"]
 Scheme = Literal["auto", "BIO", "BIOES", "none"]
+TagScheme = Literal["BIO", "BIOES", "none"]  # what `auto` becomes: read from the tags
 
 
 @dataclass
@@ -160,7 +160,7 @@ def read_sentences(path: str, fmt: Format = "auto", word: int | None = None,
 
 
 # --- tag schemes and gold constraints --------------------------------------------------------
-def detect_scheme(tags: Iterable[str]) -> Literal["BIO", "BIOES", "none"]:
+def detect_scheme(tags: Iterable[str]) -> TagScheme:
     """BIO, BIOES, or none, from the tag names."""
     prefixes = set()
     for t in tags:
@@ -174,7 +174,7 @@ def detect_scheme(tags: Iterable[str]) -> Literal["BIO", "BIOES", "none"]:
     return "BIOES" if prefixes & {"E", "S"} else "BIO"
 
 
-def check_gold(sentences: Sequence[Sentence], scheme: str, where: str) -> None:
+def check_gold(sentences: Sequence[Sentence], scheme: TagScheme, where: str) -> None:
     """Every gold sequence is allowed under `scheme` (what the CRF can output), else an error
     naming the first bad token's line."""
     if scheme == "none":
@@ -189,7 +189,7 @@ def check_gold(sentences: Sequence[Sentence], scheme: str, where: str) -> None:
                                   "tags follow that scheme)")
     names = sorted({t for s in sentences for t in s.tags})
     index = {t: i for i, t in enumerate(names)}
-    start, trans, end = (a.tolist() for a in bio_constraints(names, scheme))  # type: ignore[arg-type]
+    start, trans, end = (a.tolist() for a in bio_constraints(names, scheme))
     for s in sentences:
         ids = [index[t] for t in s.tags]
         if not start[ids[0]]:
@@ -212,11 +212,14 @@ class TagVocab:
     words: list[str]  # <pad>, <unk>, then by frequency
     chars: list[str]  # <pad>, <unk>, then by frequency
     tags: list[str]  # sorted
-    scheme: str = "none"  # BIO, BIOES or none: the CRF's constraints
+    scheme: TagScheme = "none"  # BIO, BIOES or none: the CRF's constraints
     lowercase: bool = False
     reader: dict[str, Any] = field(default_factory=dict)  # format, word_column, tag_column
 
     def __post_init__(self) -> None:
+        if self.scheme not in get_args(TagScheme):  # e.g. a hand-edited vocab.json
+            raise SeqlabError(f"tag vocabulary: scheme must be one of "
+                              f"{', '.join(get_args(TagScheme))}, got {self.scheme!r}")
         self.word_ids = {w: i for i, w in enumerate(self.words)}
         self.char_ids = {c: i for i, c in enumerate(self.chars)}
         self.tag_ids = {t: i for i, t in enumerate(self.tags)}
@@ -408,7 +411,7 @@ _WORD = {"hidden": 100, "layers": 1, "bidirectional": True}
 TagData = Splits[list[Sentence]]
 
 
-class Tagging:
+class Tagging(JsonVocabFile, vocab=TagVocab):
     """Sequence tagging from CoNLL and CoNLL-U files (the `Task` protocol)."""
 
     name: ClassVar[str] = "tagging"
@@ -444,12 +447,6 @@ class Tagging:
             test = read(cfg.test)
             check_gold(test, vocab.scheme, cfg.test)
         return Splits(vocab, main[:n_train], valid, test)
-
-    def save_vocab(self, vocab: TagVocab, path: Path) -> None:
-        write_json(path, vocab.to_json())
-
-    def load_vocab(self, path: Path) -> TagVocab:
-        return TagVocab.from_json(read_json(path))
 
     def describe_data(self, data: TagData) -> str:
         v = data.vocab
