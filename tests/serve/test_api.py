@@ -486,21 +486,20 @@ PREDICT_INPUTS = {  # a few input lines per task, as `seqlab predict` reads them
 @pytest.mark.parametrize("task", sorted(PREDICT_INPUTS))
 def test_predict_answers_for_every_text_task_as_the_cli_does(
         task: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.tasks.test_task_layer import NO_FILE, TASK_ARGS
+    from tests.tasks.test_task_layer import TASK_ARGS
 
     from seqlab import tasks
     from seqlab.serve.runs import NO_PREDICT
 
     assert set(PREDICT_INPUTS) == set(tasks.TASKS) - NO_PREDICT  # a new task gets a case here
     out = tmp_path / "run"
-    if task in TASK_ARGS:
-        model, text, extra = TASK_ARGS[task]
+    model, good, extra = TASK_ARGS[task]
+    if callable(good):  # generated data (or a folder the maker writes)
+        data = good(tmp_path)
+    else:
         data = tmp_path / "data.txt"
-        data.write_text(text, encoding="utf-8")
-        extra = ["--data", str(data), *extra]
-    else:  # generated data
-        model, extra = NO_FILE[task]
-    assert main(["train", "--model", model, "--out", str(out), *extra]) == 0
+        data.write_text(good, encoding="utf-8")
+    assert main(["train", "--model", model, "--out", str(out), "--data", str(data), *extra]) == 0
     inputs = tmp_path / "in.txt"
     inputs.write_text("\n".join(PREDICT_INPUTS[task]) + "\n", encoding="utf-8")
     capsys.readouterr()

@@ -183,9 +183,10 @@ class JsonVocabFile:
 
     Vocab: ClassVar[type[JsonVocab]]
 
-    def __init_subclass__(cls, *, vocab: type[JsonVocab], **kwargs: Any) -> None:
+    def __init_subclass__(cls, *, vocab: type[JsonVocab] | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.Vocab = vocab
+        if vocab is not None:  # a subclass of a task keeps its parent's vocabulary class
+            cls.Vocab = vocab
 
     def save_vocab(self, vocab: JsonVocab, path: Path) -> None:
         write_json(path, vocab.to_json())

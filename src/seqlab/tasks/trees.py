@@ -47,7 +47,7 @@ from seqlab.errors import SeqlabError
 from seqlab.models.treenet import TreeVocab
 from seqlab.nn.tree import TreeBatch
 from seqlab.scoring import ScoreRow
-from seqlab.tasks.base import Metrics
+from seqlab.tasks.base import JsonVocabFile, Metrics
 
 GENERATED = ("listops", "generate")  # data.path values that draw ListOps from the generator
 EVAL_CHUNK = 256  # trees per forward pass when scoring
@@ -271,7 +271,7 @@ def parse_input(line: str, model: Any, where: str) -> Tree:
 
 
 # --- the task ----------------------------------------------------------------------------------
-class TreeTask:
+class TreeTask(JsonVocabFile, vocab=TreeVocab):
     """Node and root classification of trees (the `Task` protocol)."""
 
     name: ClassVar[str] = "tree"
@@ -311,12 +311,6 @@ class TreeTask:
         for split, where in ((main, cfg.path), (valid, cfg.valid), (test, cfg.test)):
             _check_labels(split, vocab.classes, where or cfg.path)
         return Splits(vocab, main, valid, test)
-
-    def save_vocab(self, vocab: TreeVocab, path: Path) -> None:
-        vocab.save(path)
-
-    def load_vocab(self, path: Path) -> TreeVocab:
-        return TreeVocab.load(path)
 
     def describe_data(self, data: TreeData) -> str:
         nodes = sum(len(t.nodes()) for t in data.train)
