@@ -143,7 +143,7 @@ def test_non_finite_weights_are_never_written(tmp_path: Path, text: Path,
     cb = Poison(out, 5, lambda m: first_param(m).view(-1)[0].fill_(math.nan))
     err = train_poisoned(monkeypatch, capsys, text, out, cb, "data.valid_fraction=0")
     assert "training stopped: the weights became non-finite (model." in err, err
-    assert "this step was not saved" in err
+    assert "nothing was saved" in err
     assert snapshot(out) == cb.before
     assert finite(out / "best.safetensors") and finite(out / "last.safetensors")
 
