@@ -116,6 +116,30 @@ def test_resume_a_run_written_before_a_config_key_existed(trained: Path, tiny_te
     assert max(s for s in steps if s is not None) == 12  # it continued from step 10 to 12
 
 
+def test_resume_needs_only_the_folder_and_the_new_budget(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """--resume starts from the stored config: a tree run with non-default keys continues from
+    `train --out R --resume --max-steps N` alone, and a key given again must agree."""
+    data = tmp_path / "t.txt"
+    data.write_text("(1 (0 a) (1 b))\n(0 (0 c) (1 b))\n" * 20, encoding="utf-8")
+    out = tmp_path / "r"
+    assert run_cli("train", "--model", "tree-lstm", "--data", data, "--out", out,
+                   "--max-steps", 4, "train.batch_size=4", "train.eval_interval=2",
+                   "train.progress=false", "model.hidden=8", "model.emb_dim=4") == 0
+    config = json.loads((out / "config.json").read_text())
+    del config["data"]["labels"]  # as if written before data.labels existed
+    (out / "config.json").write_text(json.dumps(config))
+    assert run_cli("train", "--out", out, "--resume", "--max-steps", 6) == 0
+    steps = [json.loads(line).get("step") for line in
+             (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(s for s in steps if s is not None) == 6
+    capsys.readouterr()
+    before = snapshot(out)
+    expect_error(capsys, ["train", "--out", out, "--resume", "--max-steps", 8, "model.hidden=16"],
+                 "holds a different run: model.hidden is 8 there, 16 now")
+    assert snapshot(out) == before
+
+
 # --- bad input ---------------------------------------------------------------------------
 def expect_error(capsys: pytest.CaptureFixture, args: list, pattern: str) -> None:
     capsys.readouterr()
@@ -173,7 +197,7 @@ def test_out_folder_with_another_run_is_left_alone(trained: Path, tiny_text: Pat
     expect_error(capsys, ["train", "--model", "gru", "--data", tiny_text, "--out", trained],
                  "already holds a run")
     expect_error(capsys, ["train", "--model", "gru", "--data", tiny_text, "--out", trained,
-                          "--resume", *TINY_LSTM], "holds a different run: model.cell")
+                          "--resume", *TINY_LSTM], "holds a different run: model.name")
     assert snapshot(trained) == before
 
 

@@ -85,8 +85,8 @@ TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seqlab.config import apply_overrides, load_file
-    from seqlab.experiment import resolve, train
+    from seqlab.config import apply_overrides, load_file, merged
+    from seqlab.experiment import resolve, stored_sections, train
     from seqlab.run import set_budget
 
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
@@ -102,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             node[key] = value
     if not args.resume:  # a resumed run keeps its stored step budget
         set_budget(raw.get("train", {}), args.max_minutes, args.max_steps)
+    elif args.out:  # the stored config, with what the command line gives laid over it
+        raw = merged(stored_sections(args.out), raw)
     exp = resolve(raw)
     out = args.out or _default_out(exp.model_name)
     _, _, scores = train(exp, out, resume=args.resume, command=sys.argv)

@@ -155,6 +155,19 @@ def check_out(exp: Experiment, out: Path, resume: bool) -> None:
                           "counting or EM model finishes in one call: there is nothing to resume)")
 
 
+def stored_sections(out: str | Path) -> dict[str, Any]:
+    """The config sections of the run in `out` (empty when there is none): what ``train
+    --resume`` starts from, so that only the keys that change need repeating. The budgets of
+    one invocation (``train.max_minutes``, ``train.stop_at_step``) are not carried over."""
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        return {}
+    raw = _readable(_stored_config(out))
+    for key in ("max_minutes", "stop_at_step"):
+        raw["train"].pop(key, None)
+    return raw
+
+
 def _readable(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored config's sections, without the trainer keys that older versions stored for
     counting and EM models."""
