@@ -109,7 +109,8 @@ def sst(args: argparse.Namespace, out: Path) -> dict[str, Any]:
              if line.strip()]
     n_train, n_polar = len(roots), sum(r != "(2" for r in roots)  # 2-class: no neutral roots
     H, per_epoch = args.sst_hidden, math.ceil(n_train / args.sst_batch)
-    model = ["data.labels=nodes", f"model.emb_dim={args.sst_emb or H}", f"model.hidden={H}",
+    model = ["data.labels=nodes", f"data.min_count={args.sst_min_count}",
+             f"model.emb_dim={args.sst_emb or H}", f"model.hidden={H}",
              f"model.dropout={args.dropout}"]
     jobs = []
     for suffix, n, extra in (("", n_train, []), (POLAR, n_polar, ["data.polarity=true"])):
@@ -126,7 +127,8 @@ def sst(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "budget": {"epochs": args.sst_epochs, "batch_size": args.sst_batch,
                        "max_steps": math.ceil(args.sst_epochs * per_epoch),
                        "max_minutes_per_run": args.max_minutes},
-            "setup": {"emb_dim": H, "hidden": H, "dropout": args.dropout, "embeddings": "random",
+            "setup": {"emb_dim": args.sst_emb or H, "hidden": H, "min_count": args.sst_min_count,
+                      "dropout": args.dropout, "embeddings": "random",
                       "lr": args.lr, "optimizer": "adamw, cosine"},
             "target": "Tree-LSTM > BiLSTM; Tree-LSTM >= 45% fine-grained, >= 83% binary",
             "runs": rows}
@@ -208,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sst-batch", type=int, default=25)
     p.add_argument("--sst-hidden", type=int, default=150, help="embedding and hidden size")
     p.add_argument("--sst-emb", type=int, default=0, help="SST embedding size (0: --sst-hidden)")
+    p.add_argument("--sst-min-count", type=int, default=1,
+                   help="SST: words seen fewer times in training become <unk>")
     p.add_argument("--dropout", type=float, default=0.5, help="SST dropout")
     p.add_argument("--listops-train", type=int, default=20000)
     p.add_argument("--listops-dev", type=int, default=1000)
