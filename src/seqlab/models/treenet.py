@@ -24,7 +24,6 @@ Tree-Structured Long Short-Term Memory Networks".
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -34,7 +33,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqlab.data.vocab import Vocab
 from seqlab.errors import SeqlabError
-from seqlab.io import read_json, write_json
 from seqlab.models.base import TorchModel
 from seqlab.nn.tree import BinaryTreeLSTM, ChildSumTreeLSTM, RecursiveNN, TreeBatch
 from seqlab.protocol import State
@@ -97,13 +95,6 @@ class TreeVocab:
                               f"optionally polarity), got {obj!r:.80}")
         return cls(Vocab.from_json(obj["words"]), int(obj["classes"]),
                    bool(obj.get("polarity", False)))
-
-    def save(self, path: str | Path) -> None:
-        write_json(path, self.to_json())
-
-    @classmethod
-    def load(cls, path: str | Path) -> TreeVocab:
-        return cls.from_json(read_json(path))
 
 
 def leaf_sequences(batch: TreeBatch) -> tuple[torch.Tensor, torch.Tensor]:
