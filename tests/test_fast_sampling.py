@@ -9,7 +9,14 @@ import pytest
 import torch
 from tests.conftest import char_vocab
 
-from seqlab.fast_sampling import ModuleStepper, RecurrentStepper, sample_batch, stepper, supports
+from seqlab.fast_sampling import (
+    ModuleStepper,
+    Product,
+    RecurrentStepper,
+    sample_batch,
+    stepper,
+    supports,
+)
 from seqlab.models.conv import ConvLM
 from seqlab.models.recurrent import RecurrentConfig, RecurrentLM
 from seqlab.nn.conv import ConvConfig
@@ -44,6 +51,32 @@ def test_steps_equal_full_forward(kw: dict, batch: int, dtype: torch.dtype) -> N
     torch.testing.assert_close(st.state()[0], h, atol=TOL[dtype], rtol=0)
     if rest:  # the LSTM's cell state too
         torch.testing.assert_close(st.state()[1], rest[0], atol=TOL[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("kw", [{"cell": "lstm"}, {"cell": "gru"}, {"cell": "rnn", "layers": 3}])
+def test_packed_products_equal_plain_addmm(kw: dict) -> None:
+    """MKL's packed GEMM (float32, packed once per stepper) gives the plain ``addmm`` path's
+    logits to rounding; in float64 nothing is packed."""
+    lm = _lm(hidden=40, emb_dim=12, **kw)
+    ids = torch.randint(0, len(lm.vocab), (4, 10), generator=torch.Generator().manual_seed(2))
+    packed, plain = RecurrentStepper(lm, 4), RecurrentStepper(lm, 4, packed=False)
+    assert (packed.head.packed is not None) == torch.backends.mkl.is_available()
+    assert plain.head.packed is None
+    assert RecurrentStepper(_lm(torch.float64, **kw), 4).head.packed is None
+    for t in range(ids.shape[1]):
+        torch.testing.assert_close(packed.step(ids[:, t]), plain.step(ids[:, t]), atol=2e-5,
+                                   rtol=0)
+
+
+def test_a_product_packed_for_one_batch_is_right_for_any_rows() -> None:
+    g = torch.Generator().manual_seed(3)
+    w, b = torch.randn(48, 32, generator=g), torch.randn(48, generator=g)
+    prod = Product(w, b, batch=4)
+    for rows in (1, 4, 7):
+        x = torch.randn(rows, 64, generator=g)[:, ::2]  # a strided view, as the stepper's are
+        out = torch.full((rows, 48), 1.0)
+        torch.testing.assert_close(prod.into(x, out), x @ w.T + b, atol=1e-5, rtol=0)
+        torch.testing.assert_close(prod.add_to(x, out), 2 * (x @ w.T) + b, atol=1e-5, rtol=0)
 
 
 def test_state_round_trip_and_row_reset() -> None:

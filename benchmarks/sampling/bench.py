@@ -8,13 +8,17 @@ RNN, plus a WaveNet with queues (10 layers, 64 channels). Every method samples r
 * ``protocol step``: ``model.step(token, state)`` (oneDNN off; the sampler's old path);
 * ``hand loop``: a plain hand-written loop of the reference cells (`seqlab.nn.cells`), per step
   ``embed -> F.linear(x, W_ih) -> cell step -> head``, no preallocation;
-* ``fast``: `seqlab.fast_sampling` (embedding folded into layer 1, [W_ih|W_hh] in one addmm,
-  in-place buffers) through `seqlab.sampling.stream`, the CLI's path.
+* ``fast``: `seqlab.fast_sampling` (embedding folded into layer 1, [W_ih|W_hh] in one product,
+  in-place buffers, weights packed once for MKL) through `seqlab.sampling.stream`, the CLI's
+  path;
+* ``fast, addmm``: the same stepper with plain ``addmm`` products (``packed=False``), which
+  MKL repacks on every call: what packing the weights once buys.
 
 The bandwidth bound: the bytes of weights one fast step reads (layer-1 W_hh, the concatenated
 later layers, the output layer) over the time of just those matrix-vector products (the same
-weights, same threads, measured in the same run): the rate at which the weights stream from
-cache. Methods are timed in interleaved repeats (the machine is shared); medians are reported.
+weights, same threads, measured in the same run, the faster of plain ``mm`` and the packed
+products): the rate at which the weights stream from cache. Methods are timed in interleaved
+repeats (the machine is shared); medians are reported.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.sampling.bench [--threads 2]
 """
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import check_quiet, markdown_table, write_results
 from seqlab.data.vocab import Vocab
-from seqlab.fast_sampling import stepper
+from seqlab.fast_sampling import RecurrentStepper, stepper
 from seqlab.models.conv import ConvLM
 from seqlab.models.recurrent import RecurrentConfig, RecurrentLM
 from seqlab.nn.cells import STEPS
@@ -108,11 +112,11 @@ def run_hand(lm: Any, n: int, batch: int = 1) -> float:
     return time.perf_counter() - t0
 
 
-def run_fast_batch(lm: Any, n: int, batch: int) -> float:
+def run_fast_batch(lm: Any, n: int, batch: int, packed: bool = True) -> float:
     """The fused stepper on a (B,) batch (`sample_batch`'s loop; the stepper is built before
     the clock starts, as the server keeps its steppers)."""
     gen = torch.Generator().manual_seed(0)
-    st = stepper(lm, batch)
+    st = RecurrentStepper(lm, batch, packed=packed) if not packed else stepper(lm, batch)
     tok = torch.full((batch,), VOCAB.eos_id)
     t0 = time.perf_counter()
     for _ in range(n):
@@ -128,27 +132,42 @@ def draw_rows(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return tok
 
 
+def run_fast_addmm(lm: Any, n: int, batch: int = 1) -> float:
+    return run_fast_batch(lm, n, batch, packed=False)
+
+
 METHODS: dict[str, Callable[[Any, int], float]] = {
     "nn_step": run_fused, "protocol_step": run_protocol, "hand_loop": run_hand,
-    "fast": run_fast}
+    "fast_addmm": run_fast_addmm, "fast": run_fast}
 
 
 def matvec_bound(lm: Any, n: int) -> dict[str, float]:
     """Time only the weight matrix-vector products of one fast step: the cache-bandwidth floor."""
     st = stepper(lm, 1)
-    mats = [st.w_hh0, *st.w_cat, *st.w_ih, *st.w_hh, st.head_w]
-    nbytes = sum(m.numel() * m.element_size() for m in mats)
-    xs = [torch.randn(1, m.shape[1]) for m in mats]
-    outs = [torch.empty(1, m.shape[0]) for m in mats]
+    assert isinstance(st, RecurrentStepper)
+    prods = [st.hh0, *st.cat, *st.ih, *st.hh, st.head]
+    nbytes = sum(p.w.numel() * p.w.element_size() for p in prods)
+    xs = [torch.randn(1, p.w.shape[1]) for p in prods]
+    outs = [torch.empty(1, p.w.shape[0]) for p in prods]
+
+    def plain() -> None:
+        for p, x, o in zip(prods, xs, outs, strict=True):
+            torch.mm(x, p.w_t, out=o)
+
+    def packed() -> None:
+        for p, x, o in zip(prods, xs, outs, strict=True):
+            p.into(x, o)
+
+    dts = []
     with torch.inference_mode():
-        for _ in range(20):
-            for m, x, o in zip(mats, xs, outs, strict=True):
-                torch.mm(x, m.t(), out=o)
-        t0 = time.perf_counter()
-        for _ in range(n):
-            for m, x, o in zip(mats, xs, outs, strict=True):
-                torch.mm(x, m.t(), out=o)
-        dt = (time.perf_counter() - t0) / n
+        for f in (plain, packed):
+            for _ in range(20):
+                f()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            dts.append((time.perf_counter() - t0) / n)
+    dt = min(dts)
     return {"weight_bytes_per_step": nbytes, "matvec_s": dt, "bandwidth_GBps": nbytes / dt / 1e9,
             "bound_chars_per_s": 1 / dt}
 
@@ -202,7 +221,8 @@ def batched(cells: list[str], hidden: int, n: int, batches: list[int], repeats: 
         lm = build(cell, hidden)
         methods: dict[str, Callable[[Any, int, int], float]] = {"fast": run_fast_batch}
         if cell != "wavenet":
-            methods = {"nn_step": run_fused, "hand_loop": run_hand, "fast": run_fast_batch}
+            methods = {"nn_step": run_fused, "hand_loop": run_hand, "fast_addmm": run_fast_addmm,
+                       "fast": run_fast_batch}
         for B in batches:
             for f in methods.values():
                 f(lm, 5, B)
@@ -249,15 +269,18 @@ def main() -> None:
     print(markdown_table(rows1, [
         ("model", "model", ""), ("nn_step", "nn.* step", ",.0f"),
         ("protocol_step", "protocol step", ",.0f"), ("hand_loop", "hand loop", ",.0f"),
-        ("fast", "fast", ",.0f"), ("fast_over_nn_step", "fast / nn.*", ".1f"),
-        ("fast_over_hand_loop", "fast / hand", ".2f"), ("bandwidth_GBps", "GB/s", ".0f"),
+        ("fast_addmm", "fast, addmm", ",.0f"), ("fast", "fast", ",.0f"),
+        ("fast_over_nn_step", "fast / nn.*", ".1f"), ("fast_over_hand_loop", "fast / hand", ".2f"),
+        ("fast_over_fast_addmm", "packed / addmm", ".2f"), ("bandwidth_GBps", "GB/s", ".0f"),
         ("bound_chars_per_s", "bound", ",.0f"), ("share_of_bound", "share", ".2f")]))
     print(markdown_table(rowsb, [
         ("model", "model", ""), ("batch", "batch", "d"),
         ("nn_step_per_seq", "nn.* per seq", ",.0f"), ("hand_loop_per_seq", "hand per seq", ",.0f"),
-        ("fast_per_seq", "fast per seq", ",.0f"), ("per_seq_vs_batch1", "fast vs batch 1", ".2f"),
-        ("total_chars_per_s", "fast total", ",.0f"), ("fast_over_nn_step", "fast / nn.*", ".1f"),
-        ("fast_over_hand_loop", "fast / hand", ".2f"), ("gflops", "GFLOP/s", ".1f")]))
+        ("fast_addmm_per_seq", "addmm per seq", ",.0f"), ("fast_per_seq", "fast per seq", ",.0f"),
+        ("per_seq_vs_batch1", "fast vs batch 1", ".2f"),
+        ("total_chars_per_s", "fast total", ",.0f"),
+        ("fast_over_nn_step", "fast / nn.*", ".1f"), ("fast_over_hand_loop", "fast / hand", ".2f"),
+        ("fast_over_fast_addmm", "packed / addmm", ".2f"), ("gflops", "GFLOP/s", ".1f")]))
     write_results(Path(args.out), {"threads": args.threads, "tokens": args.tokens,
                                    "repeats": args.repeats, "quiet_at_start": quiet,
                                    "batch1": rows1, "batched": rowsb})
