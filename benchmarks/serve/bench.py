@@ -132,25 +132,28 @@ def train_run(out: Path, hidden: int, layers: int) -> Path:
 
 def model_ceiling(run: Path, clients: int, threads: int | None) -> dict[str, float]:
     """The model's own batching gain on this machine, measured in this run: tokens/s of the
-    fused stepper alone (no server) at batch 1 and at batch `clients`."""
+    fused stepper alone (no server) at batch 1 and at batch `clients`, and at batch `clients`
+    with plain ``addmm`` products instead of the weights packed once (what packing buys)."""
     import torch
 
     from seqlab.experiment import load_run
-    from seqlab.fast_sampling import stepper
+    from seqlab.fast_sampling import RecurrentStepper
 
     if threads:
         torch.set_num_threads(threads)
     model, _ = load_run(run)
     out = {}
-    for B in (1, clients):
-        st, x = stepper(model, B), torch.zeros(B, dtype=torch.long)
+    for name, B, packed in (("batch_1", 1, True), (f"batch_{clients}", clients, True),
+                            (f"batch_{clients}_addmm", clients, False)):
+        st, x = RecurrentStepper(model, B, packed=packed), torch.zeros(B, dtype=torch.long)
         for _ in range(20):
             st.step(x)
         n, t = 300, time.perf_counter()
         for _ in range(n):
             st.step(x)
-        out[f"batch_{B}"] = B * n / (time.perf_counter() - t)
+        out[name] = B * n / (time.perf_counter() - t)
     out["ratio"] = out[f"batch_{clients}"] / out["batch_1"]
+    out["ratio_addmm"] = out[f"batch_{clients}_addmm"] / out["batch_1"]
     return out
 
 
@@ -209,7 +212,8 @@ def main() -> None:
     print(f"aggregate at {args.clients} clients / single client: {ratio:.1f}x; the model alone "
           f"(fused stepper, no server): {ceiling['batch_1']:,.0f} tokens/s at batch 1, "
           f"{ceiling[f'batch_{args.clients}']:,.0f} at batch {args.clients} "
-          f"({ceiling['ratio']:.1f}x)")
+          f"({ceiling['ratio']:.1f}x; with plain addmm "
+          f"{ceiling[f'batch_{args.clients}_addmm']:,.0f}, {ceiling['ratio_addmm']:.1f}x)")
     write_results(Path(args.out), {
         "model": {"run": args.run, "hidden": args.hidden, "layers": args.layers,
                   "cell": "lstm"},
