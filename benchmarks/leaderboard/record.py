@@ -6,7 +6,9 @@ seed-noise test of every pair the issue names.
 reads ``NAME/leaderboard.json`` (what ``seqlab compare --params N --seeds K`` wrote) and writes
 ``results_NAME.json``, ``NAME.md`` (the Markdown table) and ``curves_NAME.png`` (the learning
 curves against wall time and tokens seen) beside this file, then prints the table and the
-comparisons. A difference counts as "beyond the seed noise" when Welch's t-test over the seeds
+comparisons. With ``--merge``, the rows already recorded under the same name for models this
+folder does not hold are kept (a board trained in two sittings); the new curves then go to
+``curves_NAME-2.png`` and the earlier ones stay. A difference counts as "beyond the seed noise" when Welch's t-test over the seeds
 gives p < 0.05 (two-sided); with 3 seeds a side that needs a gap of about 2.8 standard errors.
 """
 
@@ -58,15 +60,32 @@ def width_of(run: Path) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("work", type=Path, help="the compare folder run.sh wrote")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows recorded earlier under this name for other models")
     args = p.parse_args()
     name = args.work.name
     board = json.loads((args.work / "leaderboard.json").read_text())
-    rows = board["rows"]
+    rows, widths, commands = board["rows"], {}, {}
+    for r in rows:
+        widths[r["model"]] = width_of(Path(r["seeds"][0]["run"] if "seeds" in r else r["run"]))
+        commands[r["model"]] = " ".join(json.loads(
+            (Path(r["seeds"][0]["run"] if "seeds" in r else r["run"]) / "config.json"
+             ).read_text())["command"])
+    if args.merge:
+        old = json.loads((HERE / f"results_{name}.json").read_text())
+        new = {r["model"] for r in rows}
+        kept = [r for r in old["rows"] if r["model"] not in new]
+        for line in old["table"].splitlines()[2:]:  # | model | ... | width | ...
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            widths.setdefault(cells[0], cells[4])
+        commands = {**{m: c for m, c in old["training_commands"].items() if m not in new},
+                    **commands}
+        rows = sorted(rows + kept, key=lambda r: r["bits_per_token"])
+        board = {**board, "rows": rows}
     table = []
     for r in rows:
-        first = Path(r["seeds"][0]["run"] if "seeds" in r else r["run"])
         sd = r.get("bits_per_token_sd")
-        table.append({**r, "width": width_of(first),
+        table.append({**r, "width": widths[r["model"]],
                       "score": f"{r['bits_per_token']:.4f}" + (f" ± {sd:.4f}" if sd else ""),
                       "nats": r["bits_per_token"] * math.log(2)})
     by_name = {r["model"]: r for r in rows}
@@ -76,15 +95,12 @@ def main() -> None:
              and len(seed_scores(by_name[a])) > 1 and len(seed_scores(by_name[b])) > 1}
     for t in tests.values():
         t["beyond_noise"] = t["p"] < 0.05
-    commands = {}
-    for r in rows:
-        run = Path(r["seeds"][0]["run"] if "seeds" in r else r["run"])
-        commands[r["model"]] = " ".join(json.loads((run / "config.json").read_text())["command"])
     md = markdown_table(table, COLUMNS)
     write_results(HERE / f"results_{name}.json", {
         "benchmark": "seqlab compare, equal parameters (--params), seeds (--seeds), equal time",
         "training_commands": commands, "seed_tests": tests, "table": md, **board})
-    shutil.copy(args.work / "learning_curves.png", HERE / f"curves_{name}.png")
+    curves = f"curves_{name}-2.png" if args.merge else f"curves_{name}.png"
+    shutil.copy(args.work / "learning_curves.png", HERE / curves)
     (HERE / f"{name}.md").write_text(md + "\n")
     print(md)
     for pair, t in tests.items():
