@@ -8,8 +8,9 @@ reads ``NAME/leaderboard.json`` (what ``seqlab compare --params N --seeds K`` wr
 curves against wall time and tokens seen) beside this file, then prints the table and the
 comparisons. With ``--merge``, the rows already recorded under the same name for models this
 folder does not hold are kept (a board trained in two sittings); the new curves then go to
-``curves_NAME-2.png`` and the earlier ones stay. A difference counts as "beyond the seed noise" when Welch's t-test over the seeds
-gives p < 0.05 (two-sided); with 3 seeds a side that needs a gap of about 2.8 standard errors.
+``curves_NAME-2.png`` and the earlier ones stay. A difference counts as "beyond the seed
+noise" when Welch's t-test over the seeds gives p < 0.05 (two-sided); with 3 seeds a side that
+needs a gap of about 2.8 standard errors.
 """
 
 from __future__ import annotations
