@@ -68,10 +68,10 @@ def main() -> None:
     board = json.loads((args.work / "leaderboard.json").read_text())
     rows, widths, commands = board["rows"], {}, {}
     for r in rows:
-        widths[r["model"]] = width_of(Path(r["seeds"][0]["run"] if "seeds" in r else r["run"]))
-        commands[r["model"]] = " ".join(json.loads(
-            (Path(r["seeds"][0]["run"] if "seeds" in r else r["run"]) / "config.json"
-             ).read_text())["command"])
+        first = Path(r["seeds"][0]["run"] if "seeds" in r else r["run"])
+        widths[r["model"]] = width_of(first)
+        commands[r["model"]] = " ".join(
+            json.loads((first / "config.json").read_text())["command"])
     if args.merge:
         old = json.loads((HERE / f"results_{name}.json").read_text())
         new = {r["model"] for r in rows}
