@@ -76,9 +76,7 @@ def main() -> None:
         old = json.loads((HERE / f"results_{name}.json").read_text())
         new = {r["model"] for r in rows}
         kept = [r for r in old["rows"] if r["model"] not in new]
-        for line in old["table"].splitlines()[2:]:  # | model | ... | width | ...
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            widths.setdefault(cells[0], cells[4])
+        widths = {**old["widths"], **widths}
         commands = {**{m: c for m, c in old["training_commands"].items() if m not in new},
                     **commands}
         rows = sorted(rows + kept, key=lambda r: r["bits_per_token"])
@@ -99,7 +97,8 @@ def main() -> None:
     md = markdown_table(table, COLUMNS)
     write_results(HERE / f"results_{name}.json", {
         "benchmark": "seqlab compare, equal parameters (--params), seeds (--seeds), equal time",
-        "training_commands": commands, "seed_tests": tests, "table": md, **board})
+        "training_commands": commands, "widths": widths, "seed_tests": tests, "table": md,
+        **board})
     curves = f"curves_{name}-2.png" if args.merge else f"curves_{name}.png"
     shutil.copy(args.work / "learning_curves.png", HERE / curves)
     (HERE / f"{name}.md").write_text(md + "\n")
