@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import SHARED_DATA, machine
+from seqlab.config import apply_overrides
 from seqlab.experiment import resolve, train
 from seqlab.io import write_json
 
@@ -65,9 +66,12 @@ def cpu_seconds() -> float:
 
 
 def run_one(dataset: str, model: str, work: Path, cap_minutes: float,
-            max_steps: int | None = None, extra: dict[str, Any] | None = None
-            ) -> dict[str, Any]:
+            max_steps: int | None = None, extra: dict[str, Any] | None = None,
+            model_set: list[str] | None = None) -> dict[str, Any]:
     train_over, model_over = PLANS[dataset][model]
+    if model_set:  # model overrides in the CLI's form, e.g. conv.kernel_size=3
+        model_over = apply_overrides({"model": json.loads(json.dumps(model_over))},
+                                     [f"model.{kv}" for kv in model_set])["model"]
     if max_steps is not None:
         train_over = {**train_over, "max_steps": max_steps}
     train_over = {**train_over, **(extra or {})}
@@ -89,11 +93,12 @@ def run_one(dataset: str, model: str, work: Path, cap_minutes: float,
 
 
 def bench(dataset: str, models: list[str], cap_minutes: float, max_steps: int | None = None,
-          tag: str = "", extra: dict[str, Any] | None = None) -> None:
+          tag: str = "", extra: dict[str, Any] | None = None,
+          model_set: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            row = run_one(dataset, model, Path(tmp), cap_minutes, max_steps, extra)
+            row = run_one(dataset, model, Path(tmp), cap_minutes, max_steps, extra, model_set)
             print(json.dumps(row), flush=True)
             rows.append(row)
     write_json(HERE / f"results_{dataset}{tag}.json", {"machine": machine(),
@@ -153,6 +158,8 @@ def main() -> None:
     p.add_argument("--tag", default="", help="suffix of the results file (results_DATA.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="train overrides over the plan's (e.g. batch_size=1 clip_norm=0.2)")
+    p.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="model overrides over the plan's (e.g. conv.kernel_size=3 conv.levels=2)")
     p.add_argument("--report", action="store_true")
     a = p.parse_args()
     if a.report:
@@ -162,7 +169,7 @@ def main() -> None:
         sys.exit("give --dataset or --report")
     models = a.models.split(",") if a.models else list(PLANS[a.dataset])
     extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    bench(a.dataset, models, a.cap_minutes, a.max_steps, a.tag, extra)
+    bench(a.dataset, models, a.cap_minutes, a.max_steps, a.tag, extra, a.model_set)
 
 
 if __name__ == "__main__":
