@@ -1,6 +1,7 @@
-"""The fast stepper (`seqlab.fast_sampling`): fused, in-place cell steps equal the model's full
-forward pass, for every cell, several layers, batch 1 and batch > 1, in float64 and float32;
-and a seed samples the same tokens as the protocol path."""
+"""The fast steppers (`seqlab.fast_sampling`): fused, in-place cell steps and the conv stacks'
+ring queues equal the model's full forward pass, for every cell and both conv stacks, several
+layers, batch 1 and batch > 1, in float64 and float32; and a seed samples the same tokens as the
+protocol path."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import torch
 from tests.conftest import char_vocab
 
 from seqlab.fast_sampling import (
+    ConvStepper,
     ModuleStepper,
     Product,
     RecurrentStepper,
+    conv_supported,
     sample_batch,
     stepper,
     supports,
 )
 from seqlab.models.conv import ConvLM
 from seqlab.models.recurrent import RecurrentConfig, RecurrentLM
+from seqlab.models.transformer import TransformerConfig, TransformerLM
 from seqlab.nn.conv import ConvConfig
 from seqlab.sampling import SampleConfig, pick, stream
 
@@ -133,9 +137,9 @@ def test_batched_sampling_is_seeded_and_rows_follow_their_prompts() -> None:
 
 def test_other_families_step_through_forward() -> None:
     torch.manual_seed(0)
-    lm = ConvLM(ConvConfig(kind="wavenet", channels=8, skip_channels=8, emb_dim=6, levels=3),
-                char_vocab("abcd")).eval()
-    assert not supports(lm)
+    lm = TransformerLM(TransformerConfig(layers=1, heads=2, dim=8, block_size=16, dropout=0.0),
+                       char_vocab("abcd")).eval()
+    assert not supports(lm) and not conv_supported(lm)
     st = stepper(lm, 2)
     assert isinstance(st, ModuleStepper)
     ids = torch.tensor([[1, 2, 3, 4, 2], [4, 3, 2, 1, 1]])
@@ -144,6 +148,82 @@ def test_other_families_step_through_forward() -> None:
     steps = torch.stack([st.step(ids[:, t]) for t in range(5)], 1)
     torch.testing.assert_close(steps, full, atol=1e-5, rtol=0)
     assert not supports(_lm(cell="lstm", peepholes=True))  # reference-only features
+
+
+CONV_CASES = [  # WaveNet with two dilation cycles; a k=3 TCN whose first block projects 6 -> 8
+    {"kind": "wavenet", "channels": 8, "skip_channels": 5, "levels": 3, "blocks": 2},
+    {"kind": "tcn", "channels": 8, "kernel_size": 3, "levels": 3},
+    {"kind": "tcn", "channels": 6, "kernel_size": 2, "dilations": (1, 3, 2), "weight_norm": False},
+]
+
+
+def _conv(dtype: torch.dtype = torch.float32, **kw: object) -> ConvLM:
+    torch.manual_seed(0)
+    cfg = ConvConfig(**{"emb_dim": 6, "dropout": 0.0, **kw})
+    lm = ConvLM(cfg, char_vocab("abcdefg")).to(dtype).eval()
+    with torch.no_grad():  # larger weights: the nonlinearities far from linear
+        for p in lm.parameters():
+            p.mul_(3)
+    return lm
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kw", CONV_CASES)
+def test_conv_queue_steps_equal_full_forward(kw: dict, batch: int, dtype: torch.dtype) -> None:
+    lm = _conv(dtype, **kw)
+    T = lm.receptive_field + 5  # past the receptive field: every ring wraps around
+    ids = torch.randint(0, len(lm.vocab), (batch, T), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, bufs = lm(ids)  # (B, T, V)
+    st = stepper(lm, batch)
+    assert isinstance(st, ConvStepper)
+    steps = torch.stack([st.step(ids[:, t]).clone() for t in range(T)], 1)
+    tol = TOL[dtype] * (1 if dtype == torch.float64 else 10)
+    torch.testing.assert_close(steps, full, atol=tol, rtol=0)
+    for mine, theirs in zip(st.state(), bufs, strict=True):  # the model's own state layout
+        torch.testing.assert_close(mine, theirs, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("kw", CONV_CASES[:2])
+def test_conv_state_round_trip_and_row_reset(kw: dict) -> None:
+    lm = _conv(**kw)
+    ids = torch.randint(0, 7, (2, 11), generator=torch.Generator().manual_seed(2))
+    st = stepper(lm, 2)
+    for t in range(7):
+        st.step(ids[:, t])
+    other = stepper(lm, 2)
+    other.load_state(st.state())  # another ring phase: its clock restarts at 0
+    for t in range(7, 11):
+        torch.testing.assert_close(other.step(ids[:, t]), st.step(ids[:, t]), atol=1e-6, rtol=0)
+    st.reset([1])  # row 1 starts afresh, row 0 keeps its queues
+    fresh = stepper(lm, 1)
+    for t in range(4):
+        torch.testing.assert_close(st.step(ids[:, t])[1], fresh.step(ids[1:, t])[0], atol=1e-5,
+                                   rtol=0)
+    # primed through the model (`prime`), continued by the stepper: the full forward's logits
+    with torch.no_grad():
+        full, _ = lm(ids[:1])
+        _, state = lm(ids[:1, :6])
+    one = stepper(lm, 1)
+    one.load_state(state)
+    torch.testing.assert_close(one.step(ids[0, 6:7])[0], full[0, 6], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("kw", "sampling"), [(CONV_CASES[0], {}),
+                                              (CONV_CASES[1], {"temperature": 0.7, "top_k": 4})])
+def test_conv_seeded_samples_equal_the_protocol_path(kw: dict, sampling: dict) -> None:
+    lm = _conv(**kw)
+    cfg = SampleConfig(length=40, seed=3, **sampling)
+    prompt = lm.vocab.encode("abc", strict=True)
+    logits, state = lm.prime(prompt)
+    gen, old = torch.Generator().manual_seed(cfg.seed), []
+    for i in range(cfg.length):
+        old.append(pick(logits, cfg, gen))
+        if i + 1 < cfg.length:
+            logits, state = lm.step(old[-1], state)
+    new = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
+    assert new == old and len(set(new)) > 1
 
 
 def test_training_changes_rebuild_the_stepper_weights() -> None:

@@ -24,9 +24,12 @@ model's dtype, and equals ``model.forward`` up to floating-point summation order
 compare logits in float64 and float32). It only computes logits: `seqlab.sampling` draws from
 them with its own `pick`, so a seed gives the same tokens as the protocol path.
 
-Any other language model (the conv stacks with their queues, the window and Transformer
-families, n-grams) goes through `ModuleStepper` for batched steps (``forward`` on one column
-under inference mode) or through the protocol's ``step`` for batch 1.
+`ConvStepper` does the same for the conv stacks (WaveNet, TCN): each causal convolution's
+queue is a ring of its past inputs indexed by time, read by index and written in place, and
+each kernel tap is one product on preallocated buffers. Any other language model (the window
+and Transformer families, n-grams) goes through `ModuleStepper` for batched steps
+(``forward`` on one column under inference mode) or through the protocol's ``step`` for
+batch 1.
 """
 
 from __future__ import annotations
@@ -265,6 +268,148 @@ def _lstm_order(H: int) -> torch.Tensor:
                       torch.arange(2 * H, 3 * H)])
 
 
+class ConvStepper:
+    """Batched, in-place one-token steps of a `seqlab.models.conv.ConvLM` (WaveNet or TCN): the
+    queue scheme of Paine et al. (2016) on preallocated buffers, with no ``torch.cat`` per step.
+
+    Each causal convolution (kernel k, dilation d) keeps the last ``ctx = (k - 1) d`` inputs it
+    has seen in a ring (ctx, B, C_in) indexed by time modulo ctx: the input of time s lives in
+    slot ``s % ctx``, so a step reads its taps x_{t - m d} (m = 1 .. k-1) by index, and then
+    overwrites the oldest slot with x_t. The convolution is k products, one per tap, summed in
+    place (``W[:, :, j]`` as a `Product`). The WaveNet's input 1x1 convolution is folded into the
+    embedding (a table row per token, as `RecurrentStepper` does for layer 1), its skip
+    projections run as one product over every layer's gated output side by side, and the last
+    layer's residual projection, which nothing reads, is skipped. Weight-normalised (TCN)
+    convolutions use their effective weights g v / ||v||. Same ``step`` / ``state`` /
+    ``load_state`` / ``reset`` interface as `RecurrentStepper`; the state is the model's own
+    (the buffers of ``ConvLM.forward``), so a stepper continues from ``model.prime``.
+    """
+
+    def __init__(self, model: Any, batch_size: int = 1, *, packed: bool = True) -> None:
+        if not conv_supported(model):
+            raise SeqlabError(f"the conv stepper runs WaveNet and TCN LMs, got "
+                              f"{getattr(model, 'family', type(model).__name__)}")
+        self.kind, self.B, self.t = model.config.kind, batch_size, 0
+        self.version = weights_version(model)
+        B, pk = batch_size, packed
+        with torch.inference_mode():
+            stack = model.stack
+            self.convs = [_QueueConv(c, B, pk) for c in stack.convs()]  # the model's order
+            self.head = Product(model.head.weight.detach(), model.head.bias.detach(), B, pk)
+            like = model.head.weight
+            self.logits = like.new_empty(B, model.head.weight.shape[0])
+            if self.kind == "wavenet":
+                self._build_wavenet(model, B, pk)
+            else:
+                self._build_tcn(model, B, pk)
+
+    def _build_wavenet(self, model: Any, B: int, pk: bool) -> None:
+        stack, C = model.stack, model.config.channels
+        inp = stack.inp.weight.detach()[:, :, 0]  # (C, E)
+        self.table = F.linear(model.embed.weight, inp, stack.inp.bias).detach()  # (V, C)
+        L = len(stack.layers)
+        self.res = [Product(layer.res.weight.detach()[:, :, 0], layer.res.bias.detach(), B, pk)
+                    for layer in stack.layers[:-1]]
+        # every layer's skip 1x1 side by side: (S, L*C), and the sum of their biases
+        skip_w = torch.cat([layer.skip.weight.detach()[:, :, 0] for layer in stack.layers], 1)
+        skip_b = torch.stack([layer.skip.bias.detach() for layer in stack.layers]).sum(0)
+        self.skip = Product(skip_w.contiguous(), skip_b, B, pk)
+        post = stack.out[1]  # relu -> 1x1 -> relu
+        self.post = Product(post.weight.detach()[:, :, 0].contiguous(), post.bias.detach(), B,
+                            pk)
+        like = self.table
+        self.x = [like.new_zeros(B, C), like.new_zeros(B, C)]  # the residual stream, ping-pong
+        self.h = like.new_empty(B, 2 * C)  # (filter | gate)
+        self.z = like.new_empty(B, L * C)  # every layer's gated output, side by side
+        self.s = like.new_empty(B, skip_w.shape[0])
+        self.s2 = like.new_empty(B, skip_w.shape[0])
+        self.C, self.L = C, L
+
+    def _build_tcn(self, model: Any, B: int, pk: bool) -> None:
+        self.embed_w = model.embed.weight.detach()
+        like, C = self.embed_w, model.config.channels
+        self.down = [None if b.down is None else
+                     Product(b.down.weight.detach()[:, :, 0].contiguous(), b.down.bias.detach(),
+                             B, pk) for b in model.stack.blocks]
+        self.x0 = like.new_empty(B, self.embed_w.shape[1])
+        self.h1, self.h2 = like.new_empty(B, C), like.new_empty(B, C)
+        self.r = like.new_empty(B, C)
+        self.x = [like.new_zeros(B, C), like.new_zeros(B, C)]
+
+    # --- state --------------------------------------------------------------------------------
+    def reset(self, rows: Sequence[int] | None = None) -> None:
+        with torch.inference_mode():
+            for c in self.convs:
+                if rows is None:
+                    c.ring.zero_()
+                else:
+                    c.ring[:, list(rows)] = 0
+
+    def state(self) -> tuple[torch.Tensor, ...]:
+        """The model's state: every convolution's buffer (B, C_in, ctx), oldest input first."""
+        return tuple(c.ring.roll(-(self.t % c.ctx), 0).permute(1, 2, 0).contiguous()
+                     for c in self.convs)
+
+    def load_state(self, state: Sequence[torch.Tensor]) -> None:
+        with torch.inference_mode():
+            self.t = 0
+            for c, buf in zip(self.convs, state, strict=True):
+                c.ring.copy_(buf.permute(2, 0, 1))
+
+    # --- stepping -----------------------------------------------------------------------------
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B,) int64 -> logits (B, V), a buffer valid until the next step."""
+        with torch.inference_mode():
+            y = self._wavenet(tokens) if self.kind == "wavenet" else self._tcn(tokens)
+            self.t += 1
+            return self.head.into(y, self.logits)
+
+    def _wavenet(self, tokens: torch.Tensor) -> torch.Tensor:
+        C, x = self.C, self.x[0]
+        torch.index_select(self.table, 0, tokens, out=x)  # (B, C): inp(embed(token))
+        for i, conv in enumerate(self.convs):
+            conv.step(x, self.h, self.t)  # (B, 2C)
+            self.h[:, :C].tanh_()
+            self.h[:, C:].sigmoid_()
+            z = torch.mul(self.h[:, :C], self.h[:, C:], out=self.z[:, i * C:(i + 1) * C])
+            if i + 1 < self.L:  # x + res(z) onward (the last layer's is never read)
+                nxt = self.x[(i + 1) % 2]
+                self.res[i].into(z, nxt).add_(x)
+                x = nxt
+        self.skip.into(self.z, self.s).relu_()  # (B, S): the sum of every layer's skip
+        return self.post.into(self.s, self.s2).relu_()
+
+    def _tcn(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = torch.index_select(self.embed_w, 0, tokens, out=self.x0)  # (B, E)
+        for i, down in enumerate(self.down):
+            self.convs[2 * i].step(x, self.h1, self.t).relu_()
+            self.convs[2 * i + 1].step(self.h1, self.h2, self.t).relu_()
+            res = x if down is None else down.into(x, self.r)
+            x = torch.add(self.h2, res, out=self.x[i % 2]).relu_()
+        return x
+
+
+class _QueueConv:
+    """One causal convolution of `ConvStepper`: its ring of past inputs and one `Product` per
+    tap (tap j multiplies the input of time t - (k - 1 - j) d)."""
+
+    def __init__(self, conv: Any, batch: int, packed: bool) -> None:
+        w = conv.conv.weight.detach()  # (C_out, C_in, k); weight norm: the effective weight
+        b = conv.conv.bias.detach()
+        self.k, self.d, self.ctx = w.shape[2], conv.dilation, conv.context
+        self.taps = [Product(w[:, :, j].contiguous(), b if j == self.k - 1 else None, batch,
+                             packed) for j in range(self.k)]
+        self.ring = w.new_zeros(self.ctx, batch, w.shape[1])  # (ctx, B, C_in)
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int) -> torch.Tensor:
+        """out (B, C_out) = the convolution at time t of x (B, C_in) and the queued inputs."""
+        self.taps[-1].into(x, out)  # the current input, with the bias
+        for j in range(self.k - 1):
+            self.taps[j].add_to(self.ring[(t - (self.k - 1 - j) * self.d) % self.ctx], out)
+        self.ring[t % self.ctx].copy_(x)  # x_t replaces x_{t - ctx}, read above as tap 0
+        return out
+
+
 class ModuleStepper:
     """Batched steps of any `NeuralLM` through ``forward`` on one column (conv queues,
     windows, Transformers...), under inference mode: the generic path `RecurrentStepper`
@@ -319,19 +464,34 @@ def supports(model: Any) -> bool:
             and not (c.residual and c.residual_start == 1))
 
 
+def conv_supported(model: Any) -> bool:
+    """Whether `ConvStepper` runs this model (a WaveNet or TCN language model)."""
+    c = getattr(model, "config", None)
+    return getattr(model, "family", None) == "conv" and getattr(c, "kind", None) in (
+        "wavenet", "tcn")
+
+
+def fused(model: Any) -> bool:
+    """Whether `stepper` gives this model a fused stepper (recurrent or convolutional)."""
+    return supports(model) or conv_supported(model)
+
+
 def weights_version(model: Any) -> tuple[Any, ...]:
     """Changes whenever a parameter is replaced or updated in place (a training step), so a
     cached stepper built from older weights is rebuilt."""
     return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
 
 
-def stepper(model: Any, batch_size: int = 1) -> RecurrentStepper | ModuleStepper:
-    """The fastest stepper for `model`: fused cells for recurrent LMs, else `forward`."""
+def stepper(model: Any, batch_size: int = 1) -> RecurrentStepper | ConvStepper | ModuleStepper:
+    """The fastest stepper for `model`: fused cells for recurrent LMs, queued products for the
+    conv stacks, else `forward`."""
     was = model.training
     model.eval()  # dropout off: the derived weights are those of inference
     try:
         if supports(model):
             return RecurrentStepper(model, batch_size)
+        if conv_supported(model):
+            return ConvStepper(model, batch_size)
         return ModuleStepper(model, batch_size)
     finally:
         model.train(was)
@@ -366,7 +526,7 @@ def sample_batch(model: Any, prompts: Sequence[Sequence[int]], length: int, *,
     return out
 
 
-def _prime_rows(st: RecurrentStepper | ModuleStepper, seqs: list[list[int]],
+def _prime_rows(st: RecurrentStepper | ConvStepper | ModuleStepper, seqs: list[list[int]],
                 device: torch.device) -> torch.Tensor:
     """Feed prompts of different lengths: shorter rows wait (their state is saved and put
     back) until the longest is read; returns the logits after each row's last token."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from seqlab.config import check_range
-from seqlab.fast_sampling import stepper, supports
+from seqlab.fast_sampling import fused, stepper
 from seqlab.protocol import LanguageModel
 
 
@@ -113,12 +113,12 @@ def stream(
 ) -> Iterator[int]:
     """Yield `cfg.length` sampled token ids continuing `prompt`, one at a time.
 
-    The prompt is primed through ``model.prime`` (one full forward pass). Recurrent LMs then
-    step through `seqlab.fast_sampling` (fused in-place cells, the same tokens for the same
+    The prompt is primed through ``model.prime`` (one full forward pass). Recurrent and conv LMs
+    then step through `seqlab.fast_sampling` (fused in-place steps, the same tokens for the same
     seed); every other model through its protocol ``step``.
     """
     logits, state = model.prime(prompt)
-    step: Step = _fused_step(model, state, logits.device) if supports(model) else model.step
+    step: Step = _fused_step(model, state, logits.device) if fused(model) else model.step
     for i in range(cfg.length):
         tok = pick(logits, cfg, gen)
         yield tok
