@@ -1,7 +1,8 @@
 """Sampling speed: chars/s of batch-1 and batched generation, fast stepper against the rest.
 
 Untrained char LMs (vocabulary 65, embedding 64) of the issue's size, 2 x 512 LSTM, GRU and tanh
-RNN, plus a WaveNet with queues (10 layers, 64 channels). Every method samples real tokens
+RNN, plus the conv stacks with queues: a WaveNet (10 layers, 64 channels) and a TCN (the
+family's default: 6 blocks of kernel 3, 128 channels). Every method samples real tokens
 (softmax + ``torch.multinomial`` with a seeded generator; one ``int()`` sync per token):
 
 * ``nn.LSTM step``: the fused module on one column per token, oneDNN on (PERF-NOTES trap 2);
@@ -12,7 +13,10 @@ RNN, plus a WaveNet with queues (10 layers, 64 channels). Every method samples r
   in-place buffers, weights packed once for MKL) through `seqlab.sampling.stream`, the CLI's
   path;
 * ``fast, addmm``: the same stepper with plain ``addmm`` products (``packed=False``), which
-  MKL repacks on every call: what packing the weights once buys.
+  MKL repacks on every call: what packing the weights once buys;
+* conv stacks: ``module step`` is the queues through the model's ``forward`` on one column
+  (`fast_sampling.ModuleStepper`, the path before `ConvStepper`: ``torch.cat`` of each buffer
+  and a strided ``conv1d`` per layer), ``fast`` the ring queues of `ConvStepper`.
 
 The bandwidth bound: the bytes of weights one fast step reads (layer-1 W_hh, the concatenated
 later layers, the output layer) over the time of just those matrix-vector products (the same
@@ -37,7 +41,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import check_quiet, markdown_table, write_results
 from seqlab.data.vocab import Vocab
-from seqlab.fast_sampling import RecurrentStepper, stepper
+from seqlab.fast_sampling import ModuleStepper, RecurrentStepper, stepper
 from seqlab.models.conv import ConvLM
 from seqlab.models.recurrent import RecurrentConfig, RecurrentLM
 from seqlab.nn.cells import STEPS
@@ -45,6 +49,7 @@ from seqlab.nn.conv import ConvConfig
 from seqlab.sampling import SampleConfig, stream
 
 HERE = Path(__file__).parent
+CONV = ("wavenet", "tcn")  # the conv stacks with queues
 VOCAB = Vocab("char", ["<unk>", "\n", *[chr(c) for c in range(32, 95)]])  # 65 symbols
 
 
@@ -54,6 +59,8 @@ def build(cell: str, hidden: int) -> Any:
         cfg = ConvConfig(kind="wavenet", levels=10, channels=64, skip_channels=64, emb_dim=64,
                          dropout=0.0)
         return ConvLM(cfg, VOCAB).eval()
+    if cell == "tcn":
+        return ConvLM(ConvConfig(kind="tcn", emb_dim=64, dropout=0.0), VOCAB).eval()
     return RecurrentLM(RecurrentConfig(cell=cell, hidden=hidden, layers=2, emb_dim=64),
                        VOCAB).eval()
 
@@ -124,6 +131,17 @@ def run_fast_batch(lm: Any, n: int, batch: int, packed: bool = True) -> float:
     return time.perf_counter() - t0
 
 
+def run_module(lm: Any, n: int, batch: int = 1) -> float:
+    """A conv LM's queues through its ``forward`` on one column (`ModuleStepper`)."""
+    gen = torch.Generator().manual_seed(0)
+    st = ModuleStepper(lm, batch)
+    tok = torch.full((batch,), VOCAB.eos_id)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        tok = draw_rows(st.step(tok), gen)
+    return time.perf_counter() - t0
+
+
 def draw_rows(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """One token per row of (B, V) logits; at batch 1 one ``int()`` sync, as a sampler does."""
     tok = torch.multinomial(logits.float().softmax(-1), 1, generator=gen)[:, 0]
@@ -176,8 +194,9 @@ def batch1(cells: list[str], hidden: int, n: int, repeats: int) -> list[dict[str
     rows = []
     for cell in cells:
         lm = build(cell, hidden)
-        methods = {"protocol_step": run_protocol, "fast": run_fast}
-        if cell != "wavenet":
+        conv = cell in CONV
+        methods = {"protocol_step": run_protocol, "module_step": run_module, "fast": run_fast}
+        if not conv:
             methods = {k: METHODS[k] for k in METHODS}
         times: dict[str, list[float]] = {k: [] for k in methods}
         bounds = []
@@ -186,9 +205,9 @@ def batch1(cells: list[str], hidden: int, n: int, repeats: int) -> list[dict[str
         for _ in range(repeats):  # interleaved: each repeat times every method once
             for k, f in methods.items():
                 times[k].append(f(lm, n))
-            if cell != "wavenet":
+            if not conv:
                 bounds.append(matvec_bound(lm, n))
-        row: dict[str, Any] = {"model": cell if cell == "wavenet" else f"{cell} 2x{hidden}"}
+        row: dict[str, Any] = {"model": cell if conv else f"{cell} 2x{hidden}"}
         for k, ts in times.items():
             row[k] = n / statistics.median(ts)
         # Same-run ratios: per repeat, then the median.
@@ -219,8 +238,10 @@ def batched(cells: list[str], hidden: int, n: int, batches: list[int], repeats: 
     rows = []
     for cell in cells:
         lm = build(cell, hidden)
-        methods: dict[str, Callable[[Any, int, int], float]] = {"fast": run_fast_batch}
-        if cell != "wavenet":
+        conv = cell in CONV
+        methods: dict[str, Callable[[Any, int, int], float]] = {"module_step": run_module,
+                                                                "fast": run_fast_batch}
+        if not conv:
             methods = {"nn_step": run_fused, "hand_loop": run_hand, "fast_addmm": run_fast_addmm,
                        "fast": run_fast_batch}
         for B in batches:
@@ -230,15 +251,14 @@ def batched(cells: list[str], hidden: int, n: int, batches: list[int], repeats: 
             for _ in range(repeats):
                 for k, f in methods.items():
                     times[k].append(f(lm, n, B))
-            row: dict[str, Any] = {"model": cell if cell == "wavenet" else f"{cell} 2x{hidden}",
-                                   "batch": B}
+            row: dict[str, Any] = {"model": cell if conv else f"{cell} 2x{hidden}", "batch": B}
             for k, ts in times.items():
                 row[f"{k}_per_seq"] = n / statistics.median(ts)
             row["total_chars_per_s"] = row["fast_per_seq"] * B
             for k in methods:
                 if k != "fast":
                     row[f"fast_over_{k}"] = row["fast_per_seq"] / row[f"{k}_per_seq"]
-            if cell != "wavenet":
+            if not conv:
                 row["gflops"] = row["total_chars_per_s"] * flops_per_token(lm) / 1e9
             rows.append(row)
             print(row, flush=True)
@@ -255,7 +275,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--tokens", type=int, default=300)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--cells", default="lstm,gru,rnn,wavenet")
+    p.add_argument("--cells", default="lstm,gru,rnn,wavenet,tcn")
     p.add_argument("--batches", default="1,2,4,8,16,32,64")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args()
@@ -268,18 +288,22 @@ def main() -> None:
                     max(1, args.repeats // 2))
     print(markdown_table(rows1, [
         ("model", "model", ""), ("nn_step", "nn.* step", ",.0f"),
-        ("protocol_step", "protocol step", ",.0f"), ("hand_loop", "hand loop", ",.0f"),
+        ("protocol_step", "protocol step", ",.0f"), ("module_step", "module step", ",.0f"),
+        ("hand_loop", "hand loop", ",.0f"),
         ("fast_addmm", "fast, addmm", ",.0f"), ("fast", "fast", ",.0f"),
         ("fast_over_nn_step", "fast / nn.*", ".1f"), ("fast_over_hand_loop", "fast / hand", ".2f"),
+        ("fast_over_module_step", "fast / module", ".1f"),
         ("fast_over_fast_addmm", "packed / addmm", ".2f"), ("bandwidth_GBps", "GB/s", ".0f"),
         ("bound_chars_per_s", "bound", ",.0f"), ("share_of_bound", "share", ".2f")]))
     print(markdown_table(rowsb, [
         ("model", "model", ""), ("batch", "batch", "d"),
         ("nn_step_per_seq", "nn.* per seq", ",.0f"), ("hand_loop_per_seq", "hand per seq", ",.0f"),
+        ("module_step_per_seq", "module per seq", ",.0f"),
         ("fast_addmm_per_seq", "addmm per seq", ",.0f"), ("fast_per_seq", "fast per seq", ",.0f"),
         ("per_seq_vs_batch1", "fast vs batch 1", ".2f"),
         ("total_chars_per_s", "fast total", ",.0f"),
         ("fast_over_nn_step", "fast / nn.*", ".1f"), ("fast_over_hand_loop", "fast / hand", ".2f"),
+        ("fast_over_module_step", "fast / module", ".1f"),
         ("fast_over_fast_addmm", "packed / addmm", ".2f"), ("gflops", "GFLOP/s", ".1f")]))
     write_results(Path(args.out), {"threads": args.threads, "tokens": args.tokens,
                                    "repeats": args.repeats, "quiet_at_start": quiet,

@@ -23,6 +23,8 @@ from fastapi.testclient import TestClient
 from seqlab.cli import main
 from seqlab.config import from_dict
 from seqlab.experiment import load_run, task_of
+from seqlab.models.conv import ConvLM
+from seqlab.nn.conv import ConvConfig
 from seqlab.sampling import SampleConfig, stream
 from seqlab.serve import bind, parse_limits
 from seqlab.serve.app import create_app, tokens_of
@@ -34,6 +36,19 @@ from seqlab.serve.runs import load_runs
 @pytest.fixture(scope="module")
 def runs(serve_runs: dict[str, Path]) -> dict[str, Any]:
     return load_runs([str(p) for p in serve_runs.values()])
+
+
+@pytest.fixture(params=["lstm", "wavenet", "tcn"])
+def lm(request: pytest.FixtureRequest, runs: dict[str, Any]) -> Any:
+    """The served LSTM, or a small conv LM over its vocabulary (both step through a fused
+    stepper of `seqlab.fast_sampling`: recurrent rows along dim 1 of the state, conv along 0)."""
+    model = runs["lm"].model
+    if request.param == "lstm":
+        return model
+    torch.manual_seed(0)
+    cfg = ConvConfig(kind=request.param, emb_dim=8, channels=12, skip_channels=10, levels=3,
+                     dropout=0.0)
+    return ConvLM(cfg, model.vocab).eval()
 
 
 def client(runs: dict[str, Any], **limits: Any) -> TestClient:
@@ -176,8 +191,8 @@ def test_batched_step_equals_batch_1_steps(runs: dict[str, Any]) -> None:
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_fused_rows_equal_batch_1_steps_as_rows_join_and_leave(runs: dict[str, Any]) -> None:
-    model = runs["lm"].model
+def test_fused_rows_equal_batch_1_steps_as_rows_join_and_leave(lm: Any) -> None:
+    model = lm
     fused = FusedRows(model)
     cfg = SampleConfig(length=10)
     rows = [Generation(p, cfg, 0.0) for p in ([], [3, 4, 5], [7] * 9, [2, 9])]
@@ -221,9 +236,8 @@ def test_a_model_error_ends_the_stream_with_a_500_event_and_the_server_goes_on(
     assert evs[-1][0] == "done" and evs[-1][1]["tokens"] == 5
 
 
-def test_concurrent_requests_share_steps_and_each_equals_its_own_sample(
-        runs: dict[str, Any]) -> None:
-    model = runs["lm"].model
+def test_concurrent_requests_share_steps_and_each_equals_its_own_sample(lm: Any) -> None:
+    model = lm
     configs = [SampleConfig(length=n, seed=s, temperature=t, top_k=k)
                for n, s, t, k in [(30, 1, 1.0, None), (12, 2, 0.7, 4), (45, 3, 1.2, None),
                                   (1, 4, 1.0, None), (30, 1, 1.0, 3)]]

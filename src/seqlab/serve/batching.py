@@ -10,8 +10,8 @@ disconnected, or ran out of time, and then advances every remaining sequence by 
 
 Each request brings its own `torch.Generator`, seeded from the request, and its token is drawn
 with `seqlab.sampling.pick` from its own row of logits, exactly as ``seqlab sample`` draws it.
-The model steps the way the sampler steps it: recurrent LMs through the fused stepper of
-`seqlab.fast_sampling` (`FusedRows`), other models through their protocol ``step``. So a
+The model steps the way the sampler steps it: recurrent and conv LMs through the fused steppers
+of `seqlab.fast_sampling` (`FusedRows`), other models through their protocol ``step``. So a
 request's text does not depend on its neighbours: a request alone in the batch equals the CLI's
 sample bit for bit; in a batch the rows' logits equal batch-1 stepping up to float rounding
 (tests/serve check both).
@@ -110,13 +110,16 @@ def bucket(rows: int) -> int:
 
 class FusedRows:
     """Rows stepped together through `seqlab.fast_sampling`'s fused stepper, the path
-    ``seqlab sample`` takes for recurrent LMs. Steppers come in power-of-two sizes (each holds
-    a copy of the derived weights, so not one per batch size); the current one's buffers carry
-    the rows' states while the membership stays the same, and when rows join or leave, the
-    staying rows' states are read out and loaded with the new rows' primed states."""
+    ``seqlab sample`` takes for recurrent and conv LMs. Steppers come in power-of-two sizes
+    (each holds a copy of the derived weights, so not one per batch size); the current one's
+    buffers carry the rows' states while the membership stays the same, and when rows join or
+    leave, the staying rows' states are read out and loaded with the new rows' primed states."""
 
     def __init__(self, model: Any) -> None:
+        from seqlab.fast_sampling import supports
+
         self.model = model
+        self.batch_dim = 1 if supports(model) else 0  # recurrent (L, B, H); conv (B, C, ctx)
         self.steppers: dict[int, Any] = {}
         self.loaded: list[Generation] = []  # the rows in the current stepper, in order
 
@@ -137,22 +140,24 @@ class FusedRows:
             g.logits, g.state = row, None  # the state lives in the stepper now
 
     def _states(self, rows: list[Generation], size: int) -> tuple[torch.Tensor, ...]:
-        """The stack state of `rows` padded to `size` rows (each (L, size, H)): from the
-        stepper for rows it holds, from ``prime`` for new ones, zeros for padding."""
+        """The model state of `rows` padded to `size` rows: from the stepper for rows it holds,
+        from ``prime`` for new ones, zeros for padding. The rows run along the stepper's
+        ``batch_dim`` (recurrent: (L, B, H); conv buffers: (B, C, ctx))."""
         held = self.steppers[bucket(len(self.loaded))].state() if self.loaded else None
         where = {id(g): b for b, g in enumerate(self.loaded)}
+        d = self.batch_dim
         parts = []
         for g in rows:
             if id(g) in where:
                 assert held is not None
-                b = where[id(g)]
-                parts.append(tuple(s[:, b:b + 1] for s in held))
+                parts.append(tuple(s.narrow(d, where[id(g)], 1) for s in held))
             else:
                 parts.append(tuple(g.state))
         pad = size - len(rows)
         if pad:
-            parts.append(tuple(p.new_zeros(p.shape[0], pad, *p.shape[2:]) for p in parts[0]))
-        return tuple(torch.cat([p[k] for p in parts], dim=1) for k in range(len(parts[0])))
+            parts.append(tuple(p.new_zeros(*p.shape[:d], pad, *p.shape[d + 1:])
+                               for p in parts[0]))
+        return tuple(torch.cat([p[k] for p in parts], dim=d) for k in range(len(parts[0])))
 
 
 class Batcher:
@@ -162,8 +167,8 @@ class Batcher:
         from seqlab import fast_sampling
 
         self.model = model
-        # Recurrent LMs step as `seqlab sample` does, through the fused stepper.
-        self.fused = FusedRows(model) if fast_sampling.supports(model) else None
+        # Recurrent and conv LMs step as `seqlab sample` does, through the fused stepper.
+        self.fused = FusedRows(model) if fast_sampling.fused(model) else None
         self.pending: list[Generation] = []  # joins at the next boundary
         self.active: list[Generation] = []  # primed rows
         self.primed: OrderedDict[bytes, tuple[torch.Tensor, Any]] = OrderedDict()
