@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from seqlab.errors import SeqlabError
+from seqlab.nn.conv import TCNStack, WaveNetStack
 
 
 class RecurrentStepper:
@@ -287,7 +289,7 @@ class ConvStepper:
 
     def __init__(self, model: Any, batch_size: int = 1, *, packed: bool = True) -> None:
         if not conv_supported(model):
-            raise SeqlabError(f"the conv stepper runs WaveNet and TCN LMs, got "
+            raise SeqlabError(f"the conv stepper runs WaveNet and TCN models, got "
                               f"{getattr(model, 'family', type(model).__name__)}")
         self.kind, self.B, self.t = model.config.kind, batch_size, 0
         self.version = weights_version(model)
@@ -465,10 +467,11 @@ def supports(model: Any) -> bool:
 
 
 def conv_supported(model: Any) -> bool:
-    """Whether `ConvStepper` runs this model (a WaveNet or TCN language model)."""
-    c = getattr(model, "config", None)
-    return getattr(model, "family", None) == "conv" and getattr(c, "kind", None) in (
-        "wavenet", "tcn")
+    """Whether `ConvStepper` runs this model: embedding -> WaveNet or TCN stack -> linear head
+    (the conv LMs and the raw-audio WaveNet)."""
+    return (isinstance(getattr(model, "stack", None), WaveNetStack | TCNStack)
+            and isinstance(getattr(model, "embed", None), nn.Embedding)
+            and isinstance(getattr(model, "head", None), nn.Linear))
 
 
 def fused(model: Any) -> bool:

@@ -141,6 +141,13 @@ def test_queue_generation_equals_the_full_forward_pass() -> None:
     np.testing.assert_allclose(model.log_prob(codes), full, atol=1e-5)
     a = model.generate(60, seed=3)
     assert np.array_equal(a, model.generate(60, seed=3)) and a.dtype == np.uint8
+    # the fast stepper `generate` uses draws what stepping the model itself draws
+    gen, ref_codes = torch.Generator().manual_seed(3), []
+    logits, state = model.prime(np.zeros(0))
+    for _ in range(60):
+        ref_codes.append(int(torch.multinomial(logits.float().softmax(-1), 1, generator=gen)))
+        logits, state = model.step(ref_codes[-1], state)
+    assert a.tolist() == ref_codes
     assert not np.array_equal(a, model.generate(60, seed=4))
     # a prompt is the same as having generated it
     b = model.generate(20, prompt=a[:40], seed=9)
