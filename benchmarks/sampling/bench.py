@@ -2,7 +2,8 @@
 
 Untrained char LMs (vocabulary 65, embedding 64) of the issue's size, 2 x 512 LSTM, GRU and tanh
 RNN, plus the conv stacks with queues: a WaveNet (10 layers, 64 channels) and a TCN (the
-family's default: 6 blocks of kernel 3, 128 channels). Every method samples real tokens
+family's default: 6 blocks of kernel 3, 128 channels), and the raw-audio WaveNet with its
+defaults (20 layers of 32 channels, 128 skip channels, 256 codes). Every method samples real tokens
 (softmax + ``torch.multinomial`` with a seeded generator; one ``int()`` sync per token):
 
 * ``nn.LSTM step``: the fused module on one column per token, oneDNN on (PERF-NOTES trap 2);
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import check_quiet, markdown_table, write_results
+from seqlab import models
 from seqlab.data.vocab import Vocab
 from seqlab.fast_sampling import ModuleStepper, RecurrentStepper, stepper
 from seqlab.models.conv import ConvLM
@@ -49,7 +51,7 @@ from seqlab.nn.conv import ConvConfig
 from seqlab.sampling import SampleConfig, stream
 
 HERE = Path(__file__).parent
-CONV = ("wavenet", "tcn")  # the conv stacks with queues
+CONV = ("wavenet", "tcn", "wavenet-audio")  # the conv stacks with queues
 VOCAB = Vocab("char", ["<unk>", "\n", *[chr(c) for c in range(32, 95)]])  # 65 symbols
 
 
@@ -61,6 +63,8 @@ def build(cell: str, hidden: int) -> Any:
         return ConvLM(cfg, VOCAB).eval()
     if cell == "tcn":
         return ConvLM(ConvConfig(kind="tcn", emb_dim=64, dropout=0.0), VOCAB).eval()
+    if cell == "wavenet-audio":  # the raw-audio WaveNet's defaults: 20 layers, 256 codes
+        return models.build("wavenet-audio", None).eval()
     return RecurrentLM(RecurrentConfig(cell=cell, hidden=hidden, layers=2, emb_dim=64),
                        VOCAB).eval()
 
