@@ -45,4 +45,3 @@ def test_yaml_and_toml_files(tmp_path) -> None:
     (tmp_path / "bad.toml").write_text("[model\n")
     with pytest.raises(SeqlabError, match="expected a TOML config file"):
         load_file(tmp_path / "bad.toml")
-

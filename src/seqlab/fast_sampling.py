@@ -54,6 +54,8 @@ class RecurrentStepper:
     stack's state, so a stepper can continue from ``model.prime`` or hand its state back.
     """
 
+    batch_dim = 1  # rows of the state: (layers, B, H)
+
     def __init__(self, model: Any, batch_size: int = 1, *, packed: bool = True) -> None:
         if not supports(model):
             raise SeqlabError(f"the fast stepper runs recurrent LMs without peepholes or "
@@ -286,6 +288,8 @@ class ConvStepper:
     ``load_state`` / ``reset`` interface as `RecurrentStepper`; the state is the model's own
     (the buffers of ``ConvLM.forward``), so a stepper continues from ``model.prime``.
     """
+
+    batch_dim = 0  # rows of the state: every buffer is (B, C_in, ctx)
 
     def __init__(self, model: Any, batch_size: int = 1, *, packed: bool = True) -> None:
         if not conv_supported(model):

@@ -116,10 +116,11 @@ class FusedRows:
     leave, the staying rows' states are read out and loaded with the new rows' primed states."""
 
     def __init__(self, model: Any) -> None:
-        from seqlab.fast_sampling import supports
+        from seqlab.fast_sampling import ConvStepper, RecurrentStepper, supports
 
         self.model = model
-        self.batch_dim = 1 if supports(model) else 0  # recurrent (L, B, H); conv (B, C, ctx)
+        # The state's row dimension is the stepper's to say: (L, B, H) or (B, C, ctx).
+        self.batch_dim = (RecurrentStepper if supports(model) else ConvStepper).batch_dim
         self.steppers: dict[int, Any] = {}
         self.loaded: list[Generation] = []  # the rows in the current stepper, in order
 
