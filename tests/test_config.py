@@ -45,3 +45,23 @@ def test_yaml_and_toml_files(tmp_path) -> None:
     (tmp_path / "bad.toml").write_text("[model\n")
     with pytest.raises(SeqlabError, match="expected a TOML config file"):
         load_file(tmp_path / "bad.toml")
+
+
+def test_partial_nested_override_keeps_the_family_default() -> None:
+    # music-tcn's conv section defaults to the TCN paper's (150 channels, kernel 5, 4 levels);
+    # overriding two keys must keep the others from that default, not from ConvConfig's own.
+    raw = apply_overrides({"model": {"name": "music-tcn"}},
+                          ["model.conv.kernel_size=3", "model.conv.dropout=0.5"])
+    conv = resolve(raw).model.conv
+    assert (conv.kind, conv.channels, conv.levels) == ("tcn", 150, 4)
+    assert (conv.kernel_size, conv.dropout) == (3, 0.5)
+    with pytest.raises(SeqlabError, match=r"unknown config key model\.conv\.kernell"):
+        resolve(apply_overrides({"model": {"name": "music-tcn"}}, ["model.conv.kernell=3"]))
+
+
+def test_partial_nested_override_refines_the_preset() -> None:
+    # parity-rnn's preset names an Elman cell of 32; changing only the width must keep the cell
+    # (the section used to be rebuilt from StackConfig's defaults: an LSTM, silently).
+    raw = apply_overrides({"model": {"name": "parity-rnn"}}, ["model.recurrent.hidden=16"])
+    rec = resolve(raw).model.recurrent
+    assert (rec.cell, rec.hidden) == ("rnn", 16)

@@ -47,11 +47,24 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, *, prefix: str = "")
         )
     as_type: type = cls  # mypy does not see a type[T] as Hashable, which the cache asks for
     hints = _type_hints(as_type)
+    for f in dataclasses.fields(as_type):  # a partial nested section refines its own default
+        default = _field_default(f)
+        if f.name in data and isinstance(data[f.name], Mapping) and default is not None:
+            data[f.name] = merged(default, dict(data[f.name]))
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as e:
         raise SeqlabError(f"{prefix or 'config'}: {e}") from None
+
+
+def _field_default(f: dataclasses.Field[Any]) -> dict[str, Any] | None:
+    """A nested-config field's default as a dict (None unless it is a dataclass): the values
+    that a partial override such as ``model.conv.kernel_size=3`` keeps, so the family's own
+    default section (not the section class's) is what the other keys come from."""
+    factory = f.default_factory
+    value = factory() if factory is not dataclasses.MISSING else f.default
+    return to_dict(value) if dataclasses.is_dataclass(value) else None
 
 
 def check_range(key: str, value: Any, rule: str, *, null: bool = False) -> None:

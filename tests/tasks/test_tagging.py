@@ -26,7 +26,8 @@ from seqlab.tasks.tagging import (
     score,
 )
 
-TINY = {"word_dim": 16, "char_dim": 8, "char_hidden": 8, "recurrent.hidden": 16, "dropout": 0.0}
+TINY = {"word_dim": 16, "char_dim": 8, "char_hidden": 8, "recurrent.hidden": 16,
+        "recurrent.layers": 2, "dropout": 0.0}
 DATA = ["train.batch_size=16", "train.lr=1e-2", "train.progress=false",
         "data.valid_fraction=0.1", "data.test_fraction=0.1"]
 SMALL = [*DATA, *(f"model.{k}={v}" for k, v in TINY.items())]
@@ -265,6 +266,8 @@ def test_every_preset_fits_a_batch_and_its_nbest_is_a_distribution(name: str,
     flat = {k: v for k, v in TINY.items() if "." not in k}
     model = models.build(name, vocab, {**flat, "recurrent": {"hidden": 8}})
     assert model.config.recurrent.bidirectional  # kept although the override left it out
+    with pytest.raises(SeqlabError, match="bidirectional must be true"):
+        models.build(name, vocab, {"recurrent": {"bidirectional": False}})
     batch = encode([s.words for s in sents], vocab, [s.tags for s in sents])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []

@@ -16,7 +16,7 @@ from seqlab.cli import main
 from seqlab.tasks.base import BatchSource, Task
 from seqlab.tasks.parity import generate, parity
 
-PARITY = ["--model", "parity-rnn", "train.max_steps=60", "train.eval_interval=30",
+PARITY = ["--model", "parity-rnn", "train.max_steps=200", "train.eval_interval=100",
           "train.batch_size=16", "train.progress=false", "train.lr=1e-2", "data.examples=400",
           "model.recurrent.hidden=16"]
 

@@ -12,7 +12,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from seqlab.config import from_dict
+from seqlab.config import from_dict, merged
 from seqlab.errors import SeqlabError
 
 # family -> "module:Class"; the model names that use a family are declared by the tasks
@@ -79,7 +79,7 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     """The validated config dataclass for model `name` with `overrides` (model.* keys)."""
     cls, preset = resolve(name)
     try:
-        return from_dict(cls.Config, {**preset, **(overrides or {})}, prefix="model.")
+        return from_dict(cls.Config, merged(preset, overrides or {}), prefix="model.")
     except ValueError as e:
         raise SeqlabError(str(e) if str(e).startswith(("model.", "unknown")) else f"model: {e}"
                           ) from None

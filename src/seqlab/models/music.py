@@ -57,8 +57,7 @@ class MusicConfig:
     cell: Literal["lstm", "gru", "rnn"] = "lstm"  # the recurrent stack's cell
     recurrent: StackConfig = field(default_factory=lambda: StackConfig(hidden=200, layers=1))
     # ^ read when stack=recurrent; its input is the 88 keys of the previous step. An override
-    # such as model.recurrent.hidden=64 replaces the whole section (StackConfig's defaults for
-    # the rest: 2 layers), which is why the cell is a key of its own.
+    # such as model.recurrent.hidden=64 refines this section (one layer stays one layer).
     conv: ConvConfig = field(default_factory=_tcn)  # read when stack=conv (emb_dim unused: the
     # 88 keys are the input channels)
     dropout: float = 0.0  # on the stack's output, before the output layer

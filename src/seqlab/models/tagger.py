@@ -16,7 +16,7 @@ own (``output="softmax"``, the ablation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -56,12 +56,11 @@ class TaggerConfig:
                               f"{self.char_kernel}")
         if not 0 <= self.dropout < 1:
             raise SeqlabError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        # The word stack always reads both ways. Set here rather than refused: an override
-        # such as model.recurrent.hidden=64 replaces the preset's whole recurrent section, and
-        # bidirectional=false would then be refused on every such run. The stored config says
-        # true, so it never lies about the model.
+        # The word stack always reads both ways; a partial override such as
+        # model.recurrent.hidden=64 refines the preset's section and keeps that.
         if not self.recurrent.bidirectional:
-            self.recurrent = replace(self.recurrent, bidirectional=True)
+            raise SeqlabError("model.recurrent.bidirectional must be true for the tagger (its "
+                              "word BiLSTM reads both ways), got false")
 
 
 class CharEncoder(nn.Module):
