@@ -27,10 +27,25 @@ from benchmarks.common import markdown_table, write_results
 HERE = Path(__file__).parent
 PAIRS = [("lstm", "rnn"), ("gru", "rnn"), ("lstm", "gru"), ("transformer", "lstm"),
          ("transformer", "gru"), ("tcn", "rnn")]
-COLUMNS = [("model", "model", "s"), ("score", "valid bits/char (mean ± sd)", "s"),
-           ("nats", "nats/char", ".3f"), ("parameters", "parameters", ",d"),
-           ("width", "width", "s"), ("steps", "steps", ",.0f"), ("tokens", "train tokens", ",.0f"),
-           ("train_seconds", "train wall (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f")]
+REST = [("nats", "nats/char", ".3f"), ("parameters", "parameters", ",d"),
+        ("width", "width", "s"), ("steps", "steps", ",.0f"), ("tokens", "train tokens", ",.0f"),
+        ("train_seconds", "train wall (s)", ".1f"), ("tokens_per_sec", "tokens/s", ",.0f")]
+
+
+def columns(has_test: bool) -> list[tuple[str, str, str]]:
+    """The table's columns: the score is the test split's when compare had one (then the
+    validation score gets a column of its own), else the validation split's."""
+    if not has_test:
+        return [("model", "model", "s"), ("score", "valid bits/char (mean ± sd)", "s"), *REST]
+    return [("model", "model", "s"), ("score", "test bits/char (mean ± sd)", "s"),
+            ("valid", "valid bits/char (mean ± sd)", "s"), *REST]
+
+
+def mean_sd(row: dict[str, Any], key: str) -> str:
+    if key not in row:
+        return "-"
+    sd = row.get(f"{key}_sd")
+    return f"{row[key]:.4f}" + (f" ± {sd:.4f}" if sd else "")
 
 
 def welch(a: list[float], b: list[float]) -> dict[str, float]:
@@ -83,9 +98,8 @@ def main() -> None:
         board = {**board, "rows": rows}
     table = []
     for r in rows:
-        sd = r.get("bits_per_token_sd")
-        table.append({**r, "width": widths[r["model"]],
-                      "score": f"{r['bits_per_token']:.4f}" + (f" ± {sd:.4f}" if sd else ""),
+        table.append({**r, "width": widths[r["model"]], "score": mean_sd(r, "bits_per_token"),
+                      "valid": mean_sd(r, "valid_bits_per_token"),
                       "nats": r["bits_per_token"] * math.log(2)})
     by_name = {r["model"]: r for r in rows}
     tests = {f"{a} vs {b}": {**welch(seed_scores(by_name[a]), seed_scores(by_name[b])),
@@ -94,7 +108,7 @@ def main() -> None:
              and len(seed_scores(by_name[a])) > 1 and len(seed_scores(by_name[b])) > 1}
     for t in tests.values():
         t["beyond_noise"] = t["p"] < 0.05
-    md = markdown_table(table, COLUMNS)
+    md = markdown_table(table, columns(any("test_bits_per_token" in r for r in rows)))
     write_results(HERE / f"results_{name}.json", {
         "benchmark": "seqlab compare, equal parameters (--params), seeds (--seeds), equal time",
         "training_commands": commands, "widths": widths, "seed_tests": tests, "table": md,
