@@ -42,7 +42,7 @@ def columns(has_test: bool) -> list[tuple[str, str, str]]:
 
 
 def mean_sd(row: dict[str, Any], key: str) -> str:
-    if key not in row:
+    if row.get(key) is None:
         return "-"
     sd = row.get(f"{key}_sd")
     return f"{row[key]:.4f}" + (f" ± {sd:.4f}" if sd else "")
@@ -73,13 +73,49 @@ def width_of(run: Path) -> str:
     return "-"
 
 
+def render(rows: list[dict[str, Any]], widths: dict[str, str]
+           ) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The Markdown table of the rows and the Welch test of every named pair over the seeds.
+    The score column is the test split's only where a row has a test score (compare writes
+    ``test_bits_per_token: null`` when there was no test split)."""
+    table = []
+    for r in rows:
+        table.append({**r, "width": widths[r["model"]], "score": mean_sd(r, "bits_per_token"),
+                      "valid": mean_sd(r, "valid_bits_per_token"),
+                      "nats": r["bits_per_token"] * math.log(2)})
+    by_name = {r["model"]: r for r in rows}
+    tests = {f"{a} vs {b}": {**welch(seed_scores(by_name[a]), seed_scores(by_name[b])),
+                             "beyond_noise": None}
+             for a, b in PAIRS if a in by_name and b in by_name
+             and len(seed_scores(by_name[a])) > 1 and len(seed_scores(by_name[b])) > 1}
+    for t in tests.values():
+        t["beyond_noise"] = t["p"] < 0.05
+    has_test = any(r.get("test_bits_per_token") is not None for r in rows)
+    return markdown_table(table, columns(has_test)), tests
+
+
+def retable(name: str) -> None:
+    """Rewrite ``NAME.md`` and the table and tests in ``results_NAME.json`` from the rows
+    already recorded there (no work folder needed: for a change to the table's layout)."""
+    path = HERE / f"results_{name}.json"
+    results = json.loads(path.read_text())
+    md, tests = render(results["rows"], results["widths"])
+    write_results(path, {**results, "table": md, "seed_tests": tests})
+    (HERE / f"{name}.md").write_text(md + "\n")
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("work", type=Path, help="the compare folder run.sh wrote")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows recorded earlier under this name for other models")
+    p.add_argument("--retable", action="store_true",
+                   help="only rebuild the table of results_NAME.json (WORK names NAME)")
     args = p.parse_args()
     name = args.work.name
+    if args.retable:
+        return retable(name)
     board = json.loads((args.work / "leaderboard.json").read_text())
     rows, widths, commands = board["rows"], {}, {}
     for r in rows:
@@ -96,19 +132,7 @@ def main() -> None:
                     **commands}
         rows = sorted(rows + kept, key=lambda r: r["bits_per_token"])
         board = {**board, "rows": rows}
-    table = []
-    for r in rows:
-        table.append({**r, "width": widths[r["model"]], "score": mean_sd(r, "bits_per_token"),
-                      "valid": mean_sd(r, "valid_bits_per_token"),
-                      "nats": r["bits_per_token"] * math.log(2)})
-    by_name = {r["model"]: r for r in rows}
-    tests = {f"{a} vs {b}": {**welch(seed_scores(by_name[a]), seed_scores(by_name[b])),
-                             "beyond_noise": None}
-             for a, b in PAIRS if a in by_name and b in by_name
-             and len(seed_scores(by_name[a])) > 1 and len(seed_scores(by_name[b])) > 1}
-    for t in tests.values():
-        t["beyond_noise"] = t["p"] < 0.05
-    md = markdown_table(table, columns(any("test_bits_per_token" in r for r in rows)))
+    md, tests = render(rows, widths)
     write_results(HERE / f"results_{name}.json", {
         "benchmark": "seqlab compare, equal parameters (--params), seeds (--seeds), equal time",
         "training_commands": commands, "widths": widths, "seed_tests": tests, "table": md,
