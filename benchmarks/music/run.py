@@ -4,12 +4,15 @@
     .venv/bin/python -m benchmarks.music.run --dataset nottingham
     .venv/bin/python -m benchmarks.music.run --dataset nottingham --models music-lstm,music-gru \
         --max-steps 5000 --tag _long                                # results_nottingham_long.json
+    .venv/bin/python -m benchmarks.music.run --dataset jsb --seeds 3 --tag _seeds  # seeds 1-3
     .venv/bin/python -m benchmarks.music.run --report               # results.json + table
 
 Every model trains through the generic pipeline (`seqlab.experiment.train`) with one thread, a
 step budget (a wall-clock cap only as a safety net on a shared machine), validation every
 `eval_interval` steps, and the best validation checkpoint scored on the test split: early
 stopping by checkpoint selection. CPU seconds are this process's user + system time per run.
+With ``--seeds K`` every model trains with seeds 1..K; the report gives those files' mean ± sd
+and Welch tests of the pairs the TCN paper orders, apart from the one-seed summary.
 The metric is `seqlab.tasks.music`'s: the TCN code's frame-weighted NLL per step, in nats.
 """
 
@@ -22,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.common import SHARED_DATA, machine
 from seqlab.config import apply_overrides
@@ -94,13 +99,17 @@ def run_one(dataset: str, model: str, work: Path, cap_minutes: float,
 
 def bench(dataset: str, models: list[str], cap_minutes: float, max_steps: int | None = None,
           tag: str = "", extra: dict[str, Any] | None = None,
-          model_set: list[str] | None = None) -> None:
+          model_set: list[str] | None = None, seeds: int | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
-            row = run_one(dataset, model, Path(tmp), cap_minutes, max_steps, extra, model_set)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for seed in range(1, seeds + 1) if seeds else [None]:
+                over = {**(extra or {}), **({"seed": seed} if seed else {})}
+                row = run_one(dataset, model, Path(tmp) / f"seed{seed}", cap_minutes, max_steps,
+                              over, model_set)
+                row = {**row, **({"seed": seed} if seed else {})}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     write_json(HERE / f"results_{dataset}{tag}.json", {"machine": machine(),
                                                   "common": {**COMMON, **(extra or {})},
                                                   "cap_minutes": cap_minutes, "rows": rows})
@@ -112,6 +121,8 @@ def summary(parts: dict[str, Any]) -> str:
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for part in parts.values():
         for r in part["rows"]:
+            if "seed" in r:  # seed repeats are summarised by `over_seeds`, not picked from
+                continue
             key = (r["dataset"], r["model"])
             if key not in best or r["valid_nll_per_step"] < best[key]["valid_nll_per_step"]:
                 best[key] = r
@@ -124,6 +135,53 @@ def summary(parts: dict[str, Any]) -> str:
         batch = r["train"].get("batch_size", COMMON["batch_size"])
         lines.append(f"| {d} | {m} | {r['test_nll_per_step']:.3f} | "
                      f"{pub if pub is not None else '-'} | {diff} | {r['steps']} ({batch}) |")
+    return "\n".join(lines)
+
+
+# The pairs whose order the TCN paper's table fixes (first, second): first is better there.
+ORDERED = {"jsb": [("music-tcn", "music-lstm"), ("music-tcn", "music-gru"),
+                   ("music-gru", "music-lstm"), ("music-lstm", "music-rnn"),
+                   ("music-gru", "music-rnn")],
+           "nottingham": [("music-tcn", "music-lstm"), ("music-tcn", "music-gru"),
+                          ("music-lstm", "music-gru"), ("music-gru", "music-rnn"),
+                          ("music-lstm", "music-rnn")]}
+
+
+def over_seeds(parts: dict[str, Any]) -> str:
+    """The files run with ``--seeds``: per data set and model, the test NLL's mean ± sample sd
+    over the seeds, then a Welch t-test (two-sided) for each pair the paper orders."""
+    from scipy import stats
+
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, part in parts.items():
+        for r in part["rows"]:
+            if "seed" in r:
+                g = groups.setdefault((r["dataset"], r["model"]), {"file": name, "test": [],
+                                                                    "steps": []})
+                g["test"].append(r["test_nll_per_step"])
+                g["steps"].append(r["steps"])
+    if not groups:
+        return ""
+    lines = ["| data | model | file | seeds | test NLL/step (mean ± sd) | published | "
+             "mean steps |", "| --- | --- | --- | ---: | --- | ---: | ---: |"]
+    for (d, m), g in sorted(groups.items(), key=lambda kv: (kv[0][0], np.mean(kv[1]["test"]))):
+        t = np.asarray(g["test"])
+        sd = f" ± {t.std(ddof=1):.3f}" if len(t) > 1 else ""
+        lines.append(f"| {d} | {m} | {g['file']} | {len(t)} | {t.mean():.3f}{sd} | "
+                     f"{PUBLISHED[d].get(m, '-')} | {np.mean(g['steps']):.0f} |")
+    lines += ["", "| data | pair (paper: first better) | difference | p (Welch) | order |",
+              "| --- | --- | ---: | ---: | --- |"]
+    for d, pairs in ORDERED.items():
+        for a, b in pairs:
+            if (d, a) not in groups or (d, b) not in groups:
+                continue
+            x, y = groups[(d, a)]["test"], groups[(d, b)]["test"]
+            diff = float(np.mean(x) - np.mean(y))
+            p = float(stats.ttest_ind(x, y, equal_var=False).pvalue) if min(
+                len(x), len(y)) > 1 else float("nan")
+            verdict = ("as published" if diff < 0 else "reversed") + (
+                ", beyond the seed noise" if p < 0.05 else ", within the seed noise")
+            lines.append(f"| {d} | {a} - {b} | {diff:+.3f} | {p:.3f} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -141,12 +199,15 @@ def report() -> str:
             d = r["dataset"]
             pub = r["published"] if r["published"] is not None else (
                 f"({PUBLISHED[d]['RNN-NADE']} RNN-NADE)")
-            lines.append(f"| {name} | {d} | {r['model']} | {r['test_nll_per_step']:.3f} | {pub} "
+            model = r["model"] + (f" (seed {r['seed']})" if "seed" in r else "")
+            lines.append(f"| {name} | {d} | {model} | {r['test_nll_per_step']:.3f} | {pub} "
                          f"| {r['valid_nll_per_step']:.3f} | {r['steps']} | "
                          f"{r['train'].get('batch_size', COMMON['batch_size'])} | "
                          f"{r['train']['lr']:g} | {r['cpu_seconds']:.0f} | "
                          f"{r['parameters']:,} |")
-    return summary(parts) + "\n\nEvery run:\n\n" + "\n".join(lines)
+    seeded = over_seeds(parts)
+    return (summary(parts) + (f"\n\nOver seeds:\n\n{seeded}" if seeded else "")
+            + "\n\nEvery run:\n\n" + "\n".join(lines))
 
 
 def main() -> None:
@@ -160,6 +221,7 @@ def main() -> None:
                    help="train overrides over the plan's (e.g. batch_size=1 clip_norm=0.2)")
     p.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="model overrides over the plan's (e.g. conv.kernel_size=3 conv.levels=2)")
+    p.add_argument("--seeds", type=int, help="train every model with seeds 1..K")
     p.add_argument("--report", action="store_true")
     a = p.parse_args()
     if a.report:
@@ -169,7 +231,7 @@ def main() -> None:
         sys.exit("give --dataset or --report")
     models = a.models.split(",") if a.models else list(PLANS[a.dataset])
     extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    bench(a.dataset, models, a.cap_minutes, a.max_steps, a.tag, extra, a.model_set)
+    bench(a.dataset, models, a.cap_minutes, a.max_steps, a.tag, extra, a.model_set, a.seeds)
 
 
 if __name__ == "__main__":
