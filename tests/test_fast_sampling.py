@@ -10,6 +10,7 @@ import pytest
 import torch
 from tests.conftest import char_vocab
 
+from seqlab import fast_sampling
 from seqlab.fast_sampling import (
     ConvStepper,
     ModuleStepper,
@@ -119,6 +120,37 @@ def test_seeded_samples_equal_the_protocol_path(kw: dict, sampling: dict) -> Non
     new = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
     assert new == old
     assert len(set(new)) > 1 or sampling.get("greedy")  # a real sample, not a constant
+
+
+def test_batch_one_steps_run_on_one_thread_and_restore_the_callers_count(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch-1 fused step runs its products on one intra-op thread (faster for a
+    matrix-vector step) and hands the caller's thread count back after every token; the
+    tokens are those of a run that was on one thread throughout."""
+    lm = _lm(cell="lstm")
+    cfg = SampleConfig(length=30, seed=5)
+    prompt = lm.vocab.encode("abc", strict=True)
+    seen: list[int] = []
+    real_step = fast_sampling.RecurrentStepper.step
+
+    def spy(self: fast_sampling.RecurrentStepper, tokens: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.get_num_threads())
+        return real_step(self, tokens)
+
+    monkeypatch.setattr(fast_sampling.RecurrentStepper, "step", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        toks = []
+        for tok in stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)):
+            assert torch.get_num_threads() == 2  # the caller's count between tokens
+            toks.append(tok)
+        torch.set_num_threads(1)
+        single = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {1}
+    assert toks == single
 
 
 def test_batched_sampling_is_seeded_and_rows_follow_their_prompts() -> None:
