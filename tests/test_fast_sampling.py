@@ -5,12 +5,13 @@ protocol path."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from tests.conftest import char_vocab
 
-from seqlab import fast_sampling
 from seqlab.fast_sampling import (
     ConvStepper,
     ModuleStepper,
@@ -122,34 +123,43 @@ def test_seeded_samples_equal_the_protocol_path(kw: dict, sampling: dict) -> Non
     assert len(set(new)) > 1 or sampling.get("greedy")  # a real sample, not a constant
 
 
-def test_batch_one_steps_run_on_one_thread_and_restore_the_callers_count(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The batch-1 fused step runs its products on one intra-op thread (faster for a
-    matrix-vector step) and hands the caller's thread count back after every token; the
-    tokens are those of a run that was on one thread throughout."""
-    lm = _lm(cell="lstm")
-    cfg = SampleConfig(length=30, seed=5)
-    prompt = lm.vocab.encode("abc", strict=True)
+@pytest.mark.parametrize(("cell", "batch", "one"), [
+    ("lstm", 1, True), ("lstm", 8, True), ("lstm", 9, False),
+    ("wavenet", 1, True), ("wavenet", 64, True), ("wavenet", 65, False)])
+def test_small_batch_steps_run_on_one_thread_and_restore_the_callers_count(
+        monkeypatch: pytest.MonkeyPatch, batch: int, one: bool, cell: str) -> None:
+    """Up to `one_thread_rows` rows (8 recurrent, 64 conv) a step runs on one intra-op thread
+    (faster for matrix-vector products) and hands the caller's thread count back; the logits
+    equal a stepper's on one thread throughout, and a sample through `stream` is the same
+    tokens."""
+    lm: Any = _lm(cell="lstm") if cell == "lstm" else _conv(**CONV_CASES[0])
+    inner = "_layer" if cell == "lstm" else "_wavenet"
+    cls = type(stepper(lm, 1))
     seen: list[int] = []
-    real_step = fast_sampling.RecurrentStepper.step
+    real = getattr(cls, inner)
 
-    def spy(self: fast_sampling.RecurrentStepper, tokens: torch.Tensor) -> torch.Tensor:
+    def spy(self: Any, *args: Any) -> Any:
         seen.append(torch.get_num_threads())
-        return real_step(self, tokens)
+        return real(self, *args)
 
-    monkeypatch.setattr(fast_sampling.RecurrentStepper, "step", spy)
+    monkeypatch.setattr(cls, inner, spy)
+    tokens = torch.arange(batch) % len(lm.vocab)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        toks = []
-        for tok in stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)):
-            assert torch.get_num_threads() == 2  # the caller's count between tokens
-            toks.append(tok)
+        two = stepper(lm, batch).step(tokens).clone()
+        assert torch.get_num_threads() == 2
+        assert set(seen) == ({1} if one else {2})
         torch.set_num_threads(1)
+        ref = stepper(lm, batch).step(tokens).clone()
+        cfg = SampleConfig(length=30, seed=5)
+        prompt = lm.vocab.encode("abc", strict=True)
         single = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
+        torch.set_num_threads(2)
+        toks = list(stream(lm, prompt, cfg, torch.Generator().manual_seed(cfg.seed)))
     finally:
         torch.set_num_threads(before)
-    assert seen and set(seen) == {1}
+    torch.testing.assert_close(two, ref)
     assert toks == single
 
 

@@ -128,28 +128,15 @@ def stream(
 
 def _fused_step(model: LanguageModel, state: Any, device: torch.device) -> Step:
     """``model.step`` on a fused stepper loaded with `state`; the stepper keeps the state
-    itself, in place, so the state handed back is None.
-
-    A batch-1 step on the CPU runs on one intra-op thread: its products are matrix-vector
-    products of a few MB, where splitting each of a step's dozen ops across threads costs more
-    in fork-join than it gains (2x512 LSTM, AMD EPYC: 1,535 chars/s on two threads, 2,500-2,830
-    on one; benchmarks/sampling). The caller's thread count is restored after every step, so
-    nothing outside the step sees the change."""
+    itself, in place, so the state handed back is None. (A batch-1 stepper runs each step on
+    one intra-op thread: `seqlab.fast_sampling._step_threads`.)"""
     st = stepper(model, 1)
     st.load_state(state)
     tok = torch.zeros(1, dtype=torch.long, device=device)
-    one_thread = device.type == "cpu"
 
     def step(token: int, _: Any) -> tuple[torch.Tensor, None]:
         tok.fill_(token)
-        threads = torch.get_num_threads()
-        if not one_thread or threads == 1:
-            return st.step(tok)[0], None
-        torch.set_num_threads(1)
-        try:
-            return st.step(tok)[0], None
-        finally:
-            torch.set_num_threads(threads)
+        return st.step(tok)[0], None
 
     return step
 
