@@ -54,6 +54,11 @@ from seqlab.nn.conv import TCNStack, WaveNetStack
 # the conv stacks (64-128 channels) gain at every batch to 64 (WaveNet 888 vs 222 at 64).
 
 
+def _one_thread(rows: int, limit: int, model: Any) -> bool:
+    """Whether a stepper of `rows` rows steps on one thread: few enough rows, on the CPU."""
+    return rows <= limit and model.head.weight.device.type == "cpu"
+
+
 @contextmanager
 def _step_threads(one: bool) -> Iterator[None]:
     """Run the block on one intra-op thread when `one`, then restore the caller's count."""
@@ -89,8 +94,7 @@ class RecurrentStepper:
         self.residual_from = c.residual_start if c.residual else None  # 1-based layer
         self.version = weights_version(model)
         self.packed = packed  # MKL's packed GEMM where it applies (`Product`)
-        self.one_thread = (batch_size <= self.one_thread_rows
-                           and model.head.weight.device.type == "cpu")
+        self.one_thread = _one_thread(batch_size, self.one_thread_rows, model)
         with torch.inference_mode():
             self._build_weights(model)
             self._build_buffers()
@@ -324,8 +328,7 @@ class ConvStepper:
         self.kind, self.B, self.t = model.config.kind, batch_size, 0
         self.version = weights_version(model)
         B, pk = batch_size, packed
-        self.one_thread = (batch_size <= self.one_thread_rows
-                           and model.head.weight.device.type == "cpu")
+        self.one_thread = _one_thread(batch_size, self.one_thread_rows, model)
         with torch.inference_mode():
             stack = model.stack
             self.convs = [_QueueConv(c, B, pk) for c in stack.convs()]  # the model's order
