@@ -7,6 +7,7 @@ are shared and noisy, so a figure without its context means little) and writes J
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -85,3 +86,14 @@ def _fmt(v: Any, spec: str) -> str:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean difference a - b, its standard error and Welch's two-sided p-value."""
+    from scipy import stats
+
+    res = stats.ttest_ind(a, b, equal_var=False)
+    na, nb = len(a), len(b)
+    var = lambda x: sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)  # noqa: E731
+    return {"diff": sum(a) / na - sum(b) / nb, "se": math.sqrt(var(a) / na + var(b) / nb),
+            "t": float(res.statistic), "p": float(res.pvalue)}

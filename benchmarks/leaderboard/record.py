@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, welch, write_results
 
 HERE = Path(__file__).parent
 PAIRS = [("lstm", "rnn"), ("gru", "rnn"), ("lstm", "gru"), ("transformer", "lstm"),
@@ -46,17 +46,6 @@ def mean_sd(row: dict[str, Any], key: str) -> str:
         return "-"
     sd = row.get(f"{key}_sd")
     return f"{row[key]:.4f}" + (f" ± {sd:.4f}" if sd else "")
-
-
-def welch(a: list[float], b: list[float]) -> dict[str, float]:
-    """Mean difference a - b, its standard error and Welch's two-sided p-value."""
-    from scipy import stats
-
-    res = stats.ttest_ind(a, b, equal_var=False)
-    na, nb = len(a), len(b)
-    var = lambda x: sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)  # noqa: E731
-    return {"diff": sum(a) / na - sum(b) / nb, "se": math.sqrt(var(a) / na + var(b) / nb),
-            "t": float(res.statistic), "p": float(res.pvalue)}
 
 
 def seed_scores(row: dict[str, Any]) -> list[float]:

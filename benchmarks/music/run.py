@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import SHARED_DATA, machine
+from benchmarks.common import SHARED_DATA, machine, welch
 from seqlab.config import apply_overrides
 from seqlab.experiment import resolve, train
 from seqlab.io import write_json
@@ -104,10 +104,10 @@ def bench(dataset: str, models: list[str], cap_minutes: float, max_steps: int | 
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             for seed in range(1, seeds + 1) if seeds else [None]:
-                over = {**(extra or {}), **({"seed": seed} if seed else {})}
-                row = run_one(dataset, model, Path(tmp) / f"seed{seed}", cap_minutes, max_steps,
-                              over, model_set)
-                row = {**row, **({"seed": seed} if seed else {})}
+                tagged = {"seed": seed} if seed else {}  # recorded in the row as well
+                row = run_one(dataset, model, Path(tmp) / f"seed{seed or ''}", cap_minutes,
+                              max_steps, {**(extra or {}), **tagged}, model_set)
+                row = {**row, **tagged}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     write_json(HERE / f"results_{dataset}{tag}.json", {"machine": machine(),
@@ -150,8 +150,6 @@ ORDERED = {"jsb": [("music-tcn", "music-lstm"), ("music-tcn", "music-gru"),
 def over_seeds(parts: dict[str, Any]) -> str:
     """The files run with ``--seeds``: per data set and model, the test NLL's mean ± sample sd
     over the seeds, then a Welch t-test (two-sided) for each pair the paper orders."""
-    from scipy import stats
-
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for name, part in parts.items():
         for r in part["rows"]:
@@ -176,9 +174,10 @@ def over_seeds(parts: dict[str, Any]) -> str:
             if (d, a) not in groups or (d, b) not in groups:
                 continue
             x, y = groups[(d, a)]["test"], groups[(d, b)]["test"]
-            diff = float(np.mean(x) - np.mean(y))
-            p = float(stats.ttest_ind(x, y, equal_var=False).pvalue) if min(
-                len(x), len(y)) > 1 else float("nan")
+            if min(len(x), len(y)) < 2:
+                continue
+            w = welch(x, y)
+            diff, p = w["diff"], w["p"]
             verdict = ("as published" if diff < 0 else "reversed") + (
                 ", beyond the seed noise" if p < 0.05 else ", within the seed noise")
             lines.append(f"| {d} | {a} - {b} | {diff:+.3f} | {p:.3f} | {verdict} |")
