@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -93,7 +94,6 @@ def welch(a: list[float], b: list[float]) -> dict[str, float]:
     from scipy import stats
 
     res = stats.ttest_ind(a, b, equal_var=False)
-    na, nb = len(a), len(b)
-    var = lambda x: sum((v - sum(x) / len(x)) ** 2 for v in x) / (len(x) - 1)  # noqa: E731
-    return {"diff": sum(a) / na - sum(b) / nb, "se": math.sqrt(var(a) / na + var(b) / nb),
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return {"diff": statistics.fmean(a) - statistics.fmean(b), "se": se,
             "t": float(res.statistic), "p": float(res.pvalue)}
